@@ -1,0 +1,19 @@
+"""Registry keys used by scsiam on top of :data:`scvi.REGISTRY_KEYS`."""
+
+from typing import NamedTuple
+
+
+class _SiamRegistryKeys(NamedTuple):
+    X_KEY: str = "X"
+    BATCH_KEY: str = "batch"
+    GRAPH_KEY: str = "graph"
+    PROTEIN_KEY: str = "protein"
+
+
+SIAM_REGISTRY_KEYS = _SiamRegistryKeys()
+
+#: obsp key under which a graph built by scsiam itself is registered
+DEFAULT_GRAPH_KEY = "siamese_connectivities"
+
+#: minimum number of cells that the model accepts
+MIN_CELLS = 10

@@ -1,0 +1,73 @@
+"""Input checks shared by the model and the scanpy tool. Each error says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._constants import MIN_CELLS
+
+
+def matrix_values(X) -> np.ndarray:
+    """The stored values of a dense or sparse matrix, as a flat array (no densification)."""
+    if sp.issparse(X):
+        return np.asarray(X.data)
+    return np.asarray(X).ravel()
+
+
+def check_finite(X, where: str = "adata.X") -> None:
+    vals = matrix_values(X)
+    if vals.size and not np.isfinite(vals).all():
+        n_bad = int((~np.isfinite(vals)).sum())
+        raise ValueError(
+            f"{where} contains {n_bad} NaN or infinite value(s). Remove or impute them first, e.g. "
+            "`adata.X = np.nan_to_num(adata.X)`, or filter the affected cells/genes."
+        )
+
+
+def check_n_obs(n_obs: int) -> None:
+    if n_obs < MIN_CELLS:
+        raise ValueError(
+            f"The data have {n_obs} cell(s); clustering needs at least {MIN_CELLS}. "
+            "Check that the AnnData is not empty or over-filtered."
+        )
+
+
+def check_n_clusters(n_clusters, n_obs: int) -> int | None:
+    """Validate ``n_clusters`` (None means: estimate it) and return it as int."""
+    if n_clusters is None:
+        return None
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral):
+        raise TypeError(
+            f"n_clusters must be an integer >= 2 or None (to estimate it), got {n_clusters!r} "
+            f"of type {type(n_clusters).__name__}."
+        )
+    k = int(n_clusters)
+    if k < 2:
+        raise ValueError(f"n_clusters must be at least 2, got {k}. Use None to estimate it.")
+    if k >= n_obs:
+        raise ValueError(
+            f"n_clusters={k} must be smaller than the number of cells ({n_obs}). "
+            "Lower n_clusters or use n_clusters=None to estimate it."
+        )
+    return k
+
+
+def is_count_matrix(X, n_check: int = 100_000) -> bool:
+    """Whether the (first ``n_check`` stored) values are non-negative integers."""
+    vals = matrix_values(X)[:n_check]
+    if vals.size == 0:
+        return True
+    return bool((vals >= 0).all() and np.allclose(vals, np.round(vals)))
+
+
+def get_layer(adata, layer: str | None):
+    if layer is None:
+        if adata.X is None:
+            raise ValueError("adata.X is empty; pass layer=... naming the layer that holds the counts.")
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(f"Layer {layer!r} is not in adata.layers (available: {list(adata.layers.keys())}).")
+    return adata.layers[layer]

@@ -1,0 +1,411 @@
+"""SiameseCluModel: scSiameseClu as an scvi-tools model."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS, settings
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from scvi.train import TrainRunner
+from scvi.utils import setup_anndata_dsp
+
+from .._constants import DEFAULT_GRAPH_KEY, SIAM_REGISTRY_KEYS
+from .._validate import check_finite, check_n_clusters, check_n_obs, get_layer, is_count_matrix
+from ..data._fields import ObspField
+from ..data._graph import combine_graphs, expression_knn_graph, ppr_graph, spatial_knn_graph
+from ..data._sampler import CSRGraph
+from ..module import SiameseModule
+from ..train import CellSource, GraphDataSplitter, SiameseTrainingPlan
+from ._autok import estimate_n_clusters
+
+logger = logging.getLogger(__name__)
+
+
+class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
+    """Siamese graph clustering of single cells (scSiameseClu, Xu et al., IJCAI 2025).
+
+    Two stochastic views of each cell (augmented expression; perturbed and PPR-diffused
+    graphs) pass through a shared gene MLP and graph GNN. Cross-correlation refinement and a
+    gated fusion give the embedding; an optimal-transport head clusters it. Training runs on
+    sampled subgraphs, so memory grows linearly with the number of cells.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_clusters
+        Number of clusters, or ``None`` to estimate it without labels after pretraining.
+    n_latent
+        Size of the embedding.
+    likelihood
+        ``"auto"`` (negative binomial for counts, gaussian otherwise), ``"nb"``, ``"zinb"`` or ``"gaussian"``.
+    ppr_alpha
+        Teleport probability of the PPR diffusion view.
+    ppr_top_k
+        Entries kept per row of the PPR diffusion.
+    **module_kwargs
+        Further options of :class:`~scsiam.module.SiameseModule` (graph encoder, augmentation,
+        fusion, clustering head, loss weights, ...).
+
+    Examples
+    --------
+    >>> SiameseCluModel.setup_anndata(adata)
+    >>> model = SiameseCluModel(adata, n_clusters=10)
+    >>> model.train()
+    >>> adata.obsm["X_siamese"] = model.get_latent_representation()
+    >>> adata.obs["siamese_clusters"] = model.predict().astype(str)
+    """
+
+    _module_cls = SiameseModule
+    _training_plan_cls = SiameseTrainingPlan
+    _data_splitter_cls = GraphDataSplitter
+    _train_runner_cls = TrainRunner
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        n_clusters: int | None = None,
+        n_latent: int = 16,
+        likelihood: str = "auto",
+        ppr_alpha: float = 0.2,
+        ppr_top_k: int = 16,
+        **module_kwargs,
+    ):
+        super().__init__(adata)
+        n_obs = self.adata.n_obs
+        check_n_obs(n_obs)
+        k = check_n_clusters(n_clusters, n_obs)
+        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        counts = is_count_matrix(X)
+        if likelihood == "auto":
+            likelihood = "nb" if counts else "gaussian"
+        elif likelihood in ("nb", "zinb") and not counts:
+            raise ValueError(
+                f"likelihood={likelihood!r} needs raw counts, but the registered matrix holds non-integer or negative "
+                "values. Register the counts layer (setup_anndata(layer=...)) or use likelihood='gaussian'."
+            )
+        if likelihood == "gaussian" and not counts:
+            warnings.warn(
+                "The registered matrix is not raw counts (non-integer or negative values); using the gaussian "
+                "likelihood on the values as given. Register raw counts for the count likelihood.",
+                UserWarning,
+                stacklevel=settings.warnings_stacklevel,
+            )
+        lib = np.asarray(X.sum(1)).ravel()
+        target_sum = float(np.median(lib[lib > 0])) if (lib > 0).any() else 1e4
+        protein = self._protein_matrix()
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_batch=self.summary_stats.n_batch,
+            n_latent=n_latent,
+            n_clusters=k,
+            likelihood=likelihood,
+            target_sum=target_sum,
+            n_protein=0 if protein is None else protein.shape[1],
+            **module_kwargs,
+        )
+        self._graph_cache = {}
+        self._ppr_params = {"alpha": ppr_alpha, "top_k": ppr_top_k}
+        self.n_clusters_ = k
+        self.auto_k_ = None
+        self._model_summary_string = (
+            f"SiameseCluModel: n_latent={n_latent}, likelihood={likelihood}, "
+            f"n_clusters={'auto' if k is None else k}, graph edges={self.summary_stats.n_edges}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ------------------------------------------------------------------------------ set-up
+    @classmethod
+    @setup_anndata_dsp.dedent
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        graph_key: str | None = None,
+        spatial_key: str | None = None,
+        spatial_weight: float = 0.5,
+        n_neighbors: int = 15,
+        n_pcs: int = 50,
+        n_spatial_neighbors: int = 6,
+        **kwargs,
+    ):
+        """%(summary)s.
+
+        The cell graph is taken from ``adata.obsp[graph_key]``; when ``graph_key`` is ``None`` a
+        label-free kNN graph (PCA of the log-normalised data, ``n_neighbors`` neighbours) is
+        built and stored in ``adata.obsp['siamese_connectivities']``. With ``spatial_key`` a
+        spatial kNN graph (squidpy) is combined with it, weighted by ``spatial_weight``
+        (1: spatial only, 0: expression only); with ``batch_key`` no spatial edge joins two batches.
+
+        Parameters
+        ----------
+        %(param_adata)s
+        %(param_layer)s
+        %(param_batch_key)s
+        graph_key
+            Key of a sparse cell graph in ``adata.obsp`` (e.g. ``"connectivities"``).
+        spatial_key
+            Key of spatial coordinates in ``adata.obsm``.
+        spatial_weight
+            Weight of the spatial graph when combined with the expression graph.
+        n_neighbors, n_pcs
+            Neighbours and principal components of the kNN graph built when ``graph_key`` is None.
+        n_spatial_neighbors
+            Neighbours of the spatial graph.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        validate_adata(adata, layer=layer, graph_key=graph_key, spatial_key=spatial_key, batch_key=batch_key)
+        X = get_layer(adata, layer)
+        registered_key = graph_key
+        if graph_key is None or spatial_key is not None:
+            groups = None if batch_key is None else adata.obs[batch_key].to_numpy()
+            expr = (
+                adata.obsp[graph_key]
+                if graph_key is not None
+                else expression_knn_graph(X, is_counts=is_count_matrix(X), n_pcs=n_pcs, n_neighbors=n_neighbors)
+            )
+            spatial = None
+            if spatial_key is not None:
+                spatial = spatial_knn_graph(adata.obsm[spatial_key], n_neighs=n_spatial_neighbors, groups=groups)
+            adata.obsp[DEFAULT_GRAPH_KEY] = combine_graphs(expr, spatial, spatial_weight)
+            registered_key = DEFAULT_GRAPH_KEY
+        anndata_fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            ObspField(SIAM_REGISTRY_KEYS.GRAPH_KEY, registered_key),
+        ]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    def _protein_matrix(self, adata_manager=None):
+        manager = adata_manager or self.adata_manager
+        if SIAM_REGISTRY_KEYS.PROTEIN_KEY not in manager.data_registry:
+            return None
+        P = manager.get_from_registry(SIAM_REGISTRY_KEYS.PROTEIN_KEY)
+        P = P.toarray() if sp.issparse(P) else np.asarray(P)
+        return P.astype(np.float32)
+
+    # ------------------------------------------------------------------------------ data
+    def _graphs(self, adata_manager) -> tuple[CellSource, CSRGraph, CSRGraph]:
+        """Per-cell arrays and the two graph views of a registered AnnData (cached per manager)."""
+        key = adata_manager.id
+        if key not in self._graph_cache:
+            A = adata_manager.get_from_registry(SIAM_REGISTRY_KEYS.GRAPH_KEY)
+            X = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            batch = adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
+            check_finite(X, "the registered expression matrix")
+            P = ppr_graph(A, alpha=self._ppr_params["alpha"], top_k=self._ppr_params["top_k"])
+            source = CellSource(X, np.asarray(batch).ravel(), self._protein_matrix(adata_manager))
+            self._graph_cache = {key: (source, CSRGraph(A), CSRGraph(P))}
+        return self._graph_cache[key]
+
+    def _splitter(self, adata_manager=None, **kwargs) -> GraphDataSplitter:
+        source, graph, ppr = self._graphs(adata_manager or self.adata_manager)
+        return self._data_splitter_cls(source, graph, ppr, **kwargs)
+
+    # ------------------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int | None = None,
+        n_epochs_pretrain: int | None = None,
+        lr: float = 1e-3,
+        batch_size: int | None = None,
+        fanout: int | None = 10,
+        num_hops: int = 1,
+        cluster_weight: float = 1.0,
+        ramp_epochs: int = 5,
+        tol: float = 1e-3,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        progress_bar: bool | None = None,
+        seed: int | None = None,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train in two phases: pretraining, centre initialisation (KMeans), clustering.
+
+        Parameters
+        ----------
+        max_epochs
+            Total epochs over both phases (default chosen from the number of cells).
+        n_epochs_pretrain
+            Epochs of the pretraining phase (default: half of ``max_epochs``).
+        lr
+            Learning rate (Adam).
+        batch_size
+            Seed cells per minibatch (default chosen from the number of cells).
+        fanout
+            Neighbours sampled per node and hop during training (``None``: all).
+        num_hops
+            Hops of the sampled neighbourhoods.
+        cluster_weight
+            Final weight of the clustering loss; ramped over ``ramp_epochs``.
+        ramp_epochs
+            Epochs over which the clustering weight rises to ``cluster_weight``.
+        tol
+            Stop clustering once fewer than this fraction of cells change cluster in an epoch.
+        accelerator, devices
+            Lightning accelerator and devices; ``strategy="ddp"`` etc. pass through ``trainer_kwargs``.
+        progress_bar
+            Show progress bars (default: on, except when the environment variable ``CI`` is set).
+        seed
+            Seed of sampling, augmentation and KMeans (default: ``scvi.settings.seed`` or 0).
+        plan_kwargs
+            Extra arguments of :class:`~scsiam.train.SiameseTrainingPlan`.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
+        """
+        n_obs = self.adata.n_obs
+        defaults = default_schedule(n_obs)
+        max_epochs = int(max_epochs or defaults["max_epochs"])
+        if max_epochs < 2:
+            raise ValueError(f"max_epochs must be at least 2 (one per phase), got {max_epochs}.")
+        n_pre = int(n_epochs_pretrain if n_epochs_pretrain is not None else max(1, max_epochs // 2))
+        if not 1 <= n_pre < max_epochs:
+            raise ValueError(f"n_epochs_pretrain must lie in [1, max_epochs - 1], got {n_pre} (max_epochs={max_epochs}).")
+        batch_size = int(batch_size or defaults["batch_size"])
+        seed = int(seed if seed is not None else (settings.seed if settings.seed is not None else 0))
+        if progress_bar is None:
+            progress_bar = not _in_ci()
+        trainer_kwargs.setdefault("enable_progress_bar", progress_bar)
+        trainer_kwargs.setdefault("log_every_n_steps", 1)
+        trainer_kwargs.setdefault("enable_checkpointing", False)
+        trainer_kwargs.setdefault("use_distributed_sampler", False)
+        plan_kwargs = dict(plan_kwargs or {})
+        plan_kwargs.setdefault("lr", lr)
+
+        splitter = self._splitter(batch_size=batch_size, fanout=fanout, num_hops=num_hops, seed=seed)
+        # phase 1: pretraining (no clustering term)
+        torch.manual_seed(seed)
+        self._run(SiameseTrainingPlan(self.module, phase="pretrain", **plan_kwargs), splitter, n_pre, accelerator, devices, trainer_kwargs)
+        # centre initialisation on the pretrained embedding
+        z = self.get_latent_representation(batch_size=max(batch_size, 1024))
+        k = self.n_clusters_
+        if k is None:
+            k, info = estimate_n_clusters(z, random_state=seed)
+            self.auto_k_ = {"n_clusters": k, **info}
+            logger.info("Estimated %d clusters without labels.", k)
+        self.module.init_centers(torch.as_tensor(kmeans_centers(z, k, seed)))
+        self.n_clusters_ = k
+        # phase 2: clustering
+        plan = SiameseTrainingPlan(
+            self.module, phase="cluster", cluster_weight=cluster_weight, ramp_epochs=ramp_epochs, tol=tol, n_obs=n_obs, **plan_kwargs
+        )
+        self._run(plan, splitter, max_epochs - n_pre, accelerator, devices, trainer_kwargs)
+        self.is_trained_ = True
+
+    def _run(self, plan, splitter, epochs, accelerator, devices, trainer_kwargs):
+        runner = self._train_runner_cls(
+            self, training_plan=plan, data_splitter=splitter, max_epochs=epochs,
+            accelerator=accelerator, devices=devices, **trainer_kwargs,
+        )
+        runner()
+
+    # ------------------------------------------------------------------------------ getters
+    @torch.inference_mode()
+    def _embed(self, adata=None, batch_size: int | None = None, soft: bool = False):
+        self._check_if_trained(warn=False)
+        adata = self._validate_anndata(adata)
+        manager = self.get_anndata_manager(adata, required=True)
+        splitter = self._splitter(manager, batch_size=batch_size or 1024)
+        self.module.eval()
+        dev = self.device
+        zs, qs = [], []
+        for batch in splitter.inference_batches(batch_size=batch_size or 1024):
+            batch = {k: v.to(dev) for k, v in batch.items()}
+            z = self.module.inference(batch, augment=False)["z"]
+            zs.append(z.cpu())
+            if soft:
+                qs.append(self.module.log_q(z).exp().cpu())
+        z = torch.cat(zs).numpy()
+        return (z, torch.cat(qs).numpy()) if soft else z
+
+    def get_latent_representation(self, adata: AnnData | None = None, batch_size: int | None = None) -> np.ndarray:
+        """Fused embedding of every cell, shape ``(n_obs, n_latent)``.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the same genes (registered or transferable); defaults to the training data.
+        batch_size
+            Cells per inference batch.
+        """
+        return self._embed(adata, batch_size)
+
+    def predict(self, adata: AnnData | None = None, soft: bool = False, batch_size: int | None = None):
+        """Cluster assignments.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the same genes; defaults to the training data.
+        soft
+            Return soft assignments ``Q`` of shape ``(n_obs, n_clusters)`` (rows sum to 1)
+            instead of hard labels of shape ``(n_obs,)``.
+        batch_size
+            Cells per inference batch.
+        """
+        if self.module.n_clusters == 0:
+            raise RuntimeError("The model has no cluster centres yet; call train() first.")
+        _, q = self._embed(adata, batch_size, soft=True)
+        return q if soft else q.argmax(1)
+
+    @property
+    def history(self) -> dict[str, pd.DataFrame]:
+        """Per-epoch loss terms of both phases (concatenated), as scvi's ``history``."""
+        return self.history_
+
+
+def default_schedule(n_obs: int) -> dict:
+    """Epochs and batch size chosen from the number of cells (about 3000 optimiser steps, capped)."""
+    batch_size = 256 if n_obs <= 50_000 else 512
+    steps_per_epoch = max(1, math.ceil(n_obs / batch_size))
+    max_epochs = int(np.clip(math.ceil(3000 / steps_per_epoch), 10, 100))
+    return {"batch_size": batch_size, "max_epochs": max_epochs}
+
+
+def kmeans_centers(z: np.ndarray, k: int, seed: int, max_cells: int = 50_000) -> np.ndarray:
+    """KMeans centres of ``z`` (10 restarts, seeded); fitted on a sample above ``max_cells``."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(seed)
+    fit = z if z.shape[0] <= max_cells else z[rng.choice(z.shape[0], max_cells, replace=False)]
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit(fit).cluster_centers_.astype(np.float32)
+
+
+def validate_adata(adata, *, layer=None, graph_key=None, spatial_key=None, batch_key=None) -> None:
+    """Check an AnnData before anything is written to it."""
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
+    check_n_obs(adata.n_obs)
+    X = get_layer(adata, layer)
+    check_finite(X, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
+    if graph_key is not None and graph_key not in adata.obsp:
+        raise KeyError(
+            f"Graph {graph_key!r} is not in adata.obsp (keys: {list(adata.obsp.keys())}). "
+            "Run `sc.pp.neighbors` / `squidpy.gr.spatial_neighbors` first, or leave it unset to build a kNN graph."
+        )
+    if spatial_key is not None and spatial_key not in adata.obsm:
+        raise KeyError(
+            f"Spatial coordinates {spatial_key!r} are not in adata.obsm (keys: {list(adata.obsm.keys())}). "
+            "Pass the obsm key that holds the x/y coordinates (usually 'spatial')."
+        )
+    if batch_key is not None and batch_key not in adata.obs:
+        raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs.")
+
+
+def _in_ci() -> bool:
+    import os
+
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -1,0 +1,5 @@
+"""The torch network of scSiameseClu."""
+
+from ._module import SiameseModule
+
+__all__ = ["SiameseModule"]

@@ -1,0 +1,143 @@
+"""Building blocks: augmentations, the gene MLP and graph encoders, and the fusion layer."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from scvi.nn import FCLayers
+
+
+def augment_values(v: torch.Tensor, mode: str, *, sigma: float = 0.1, mask_rate: float = 0.2) -> torch.Tensor:
+    """Stochastic expression view on the stored (non-zero) values of a sparse matrix.
+
+    ``"gaussian"``: multiplicative noise ``x ⊙ n, n ~ N(1, σ²)`` (zeros stay zero, so only the
+    stored values need noise); ``"mask"``: zero a random fraction ``mask_rate`` of the values.
+    """
+    if mode == "gaussian":
+        return v * (1.0 + sigma * torch.randn_like(v))
+    if mode == "mask":
+        return v * (torch.rand_like(v) >= mask_rate).to(v.dtype)
+    if mode == "none":
+        return v
+    raise ValueError(f"Unknown feature_augmentation {mode!r}; use 'gaussian', 'mask' or 'none'.")
+
+
+class SparseLinear(nn.Module):
+    """``y = X W + b`` for a sparse CSR (or dense) input ``X``.
+
+    :class:`torch.nn.Linear` and scvi's ``FCLayers`` need dense input; expression is 90-99 %
+    zeros, so the first layer multiplies the sparse matrix directly.
+    """
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+        nn.init.kaiming_uniform_(self.weight.T, a=5**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight + self.bias
+
+
+def drop_edges(
+    edge_index: torch.Tensor,
+    edge_weight: torch.Tensor,
+    rate: float,
+    *,
+    similarity: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge perturbation: drop a fraction ``rate`` of edges, at random or the least similar ones.
+
+    With ``similarity`` (one score per edge) the lowest-scoring edges are dropped; otherwise
+    edges are dropped uniformly at random. A fresh draw is made at every call.
+    """
+    n = edge_index.shape[1]
+    if rate <= 0 or n == 0:
+        return edge_index, edge_weight
+    n_drop = int(round(rate * n))
+    if similarity is not None:
+        keep = torch.ones(n, dtype=torch.bool, device=edge_index.device)
+        keep[torch.argsort(similarity)[:n_drop]] = False
+    else:
+        keep = torch.rand(n, device=edge_index.device) >= rate
+    return edge_index[:, keep], edge_weight[keep]
+
+
+class GeneEncoder(nn.Module):
+    """MLP ``G → hidden → ... → d`` with layer norm, dropout and LeakyReLU; sparse first layer."""
+
+    def __init__(self, n_input: int, n_latent: int, n_hidden: int = 256, n_layers: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.inp = SparseLinear(n_input, n_hidden)
+        self.body = FCLayers(
+            n_in=n_hidden,
+            n_out=n_hidden,
+            n_layers=max(n_layers - 1, 1),
+            n_hidden=n_hidden,
+            dropout_rate=dropout,
+            use_batch_norm=False,
+            use_layer_norm=True,
+            activation_fn=nn.LeakyReLU,
+        )
+        self.head = nn.Sequential(nn.LayerNorm(n_hidden), nn.LeakyReLU(), nn.Dropout(dropout))
+        self.out = nn.Linear(n_hidden, n_latent)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(self.head(self.inp(x))))
+
+
+class GraphEncoder(nn.Module):
+    """A (sparse) input projection, then two torch-geometric graph layers (GCN or GAT); returns each layer's output."""
+
+    def __init__(self, n_input: int, n_latent: int, n_hidden: int = 128, kind: str = "gcn", dropout: float = 0.1):
+        super().__init__()
+        from torch_geometric.nn import GATConv, GCNConv
+
+        self.inp = SparseLinear(n_input, n_hidden)
+        if kind == "gcn":
+            self.conv1 = GCNConv(n_hidden, n_hidden)
+            self.conv2 = GCNConv(n_hidden, n_latent)
+        elif kind == "gat":
+            heads = 4
+            self.conv1 = GATConv(n_hidden, n_hidden // heads, heads=heads, dropout=dropout)
+            self.conv2 = GATConv(n_hidden, n_latent, heads=1, dropout=dropout)
+        else:
+            raise ValueError(f"Unknown graph_encoder {kind!r}; use 'gcn' or 'gat'.")
+        self.kind = kind
+        self.norm = nn.LayerNorm(n_hidden)
+        self.act = nn.LeakyReLU()
+        self.dropout = nn.Dropout(dropout)
+
+    def _conv(self, conv, x, edge_index, edge_weight):
+        if self.kind == "gcn":
+            return conv(x, edge_index, edge_weight)
+        return conv(x, edge_index)
+
+    def forward(self, x, edge_index, edge_weight) -> list[torch.Tensor]:
+        h0 = self.inp(x)
+        h1 = self.dropout(self.act(self.norm(self._conv(self.conv1, h0, edge_index, edge_weight))))
+        h2 = self._conv(self.conv2, h1, edge_index, edge_weight)
+        return [h1, h2]
+
+
+class Fusion(nn.Module):
+    """Inductive fusion of the gene and graph embeddings.
+
+    ``"gated"``: ``z = g ⊙ z_gene + (1 - g) ⊙ z_graph`` with ``g = sigmoid(MLP([z_gene, z_graph]))``
+    computed from each cell's own features (no per-cell parameters). ``"concat"``: a linear
+    projection of the concatenation.
+    """
+
+    def __init__(self, n_latent: int, mode: str = "gated"):
+        super().__init__()
+        if mode not in ("gated", "concat"):
+            raise ValueError(f"Unknown fusion {mode!r}; use 'gated' or 'concat'.")
+        self.mode = mode
+        self.net = nn.Sequential(nn.Linear(2 * n_latent, n_latent), nn.LeakyReLU(), nn.Linear(n_latent, n_latent))
+
+    def forward(self, z_gene: torch.Tensor, z_graph: torch.Tensor) -> torch.Tensor:
+        h = self.net(torch.cat([z_gene, z_graph], dim=1))
+        if self.mode == "concat":
+            return h
+        g = torch.sigmoid(h)
+        return g * z_gene + (1.0 - g) * z_graph

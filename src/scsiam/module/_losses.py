@@ -1,0 +1,155 @@
+"""Loss terms of scSiameseClu, written to be correct and batch-local (never N × N)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def student_t_log_q(z: torch.Tensor, centers: torch.Tensor, nu: float = 1.0) -> torch.Tensor:
+    """Log of the Student-t soft assignment ``q_ik ∝ (1 + ||z_i - mu_k||² / nu)^(-(nu+1)/2)``."""
+    d2 = torch.cdist(z, centers).pow(2)
+    logits = -(nu + 1.0) / 2.0 * torch.log1p(d2 / nu)
+    return torch.log_softmax(logits, dim=1)
+
+
+def gaussian_log_q(z: torch.Tensor, centers: torch.Tensor, log_var: torch.Tensor, log_pi: torch.Tensor):
+    """Isotropic GMM: (log responsibilities, per-cell log-likelihood of the mixture)."""
+    d = z.shape[1]
+    d2 = torch.cdist(z, centers).pow(2)
+    var = log_var.exp()
+    log_comp = (
+        torch.log_softmax(log_pi, 0)
+        - 0.5 * d2 / var
+        - 0.5 * d * (log_var + math.log(2 * math.pi))
+    )
+    log_lik = torch.logsumexp(log_comp, dim=1)
+    return log_comp - log_lik[:, None], log_lik
+
+
+@torch.no_grad()
+def sinkhorn_target(
+    log_q: torch.Tensor,
+    col_marginal: torch.Tensor | None = None,
+    *,
+    eps: float = 0.1,
+    n_iter: int = 200,
+    tol: float = 1e-6,
+) -> torch.Tensor:
+    """Optimal-transport target ``P`` for soft assignments ``Q`` (rows of ``P`` sum to 1).
+
+    Solves the entropic OT problem with cost ``-log Q``, uniform row marginals and the given
+    column marginal (uniform when ``None``) with POT's log-domain Sinkhorn, which stops at
+    ``tol`` or after ``n_iter`` iterations.
+    """
+    import ot
+
+    n, k = log_q.shape
+    cost = (-log_q).double()
+    cost = cost - cost.min(dim=1, keepdim=True).values
+    a = torch.full((n,), 1.0 / n, dtype=torch.float64, device=log_q.device)
+    if col_marginal is None:
+        b = torch.full((k,), 1.0 / k, dtype=torch.float64, device=log_q.device)
+    else:
+        b = col_marginal.double().clamp_min(1e-8)
+        b = b / b.sum()
+    plan = ot.bregman.sinkhorn_log(a, b, cost, eps, numItermax=n_iter, stopThr=tol, warn=False)
+    P = plan * n
+    P = P / P.sum(1, keepdim=True).clamp_min(1e-12)
+    return P.to(log_q.dtype)
+
+
+def dec_target(log_q: torch.Tensor) -> torch.Tensor:
+    """DEC's sharpened target ``p_ik ∝ q_ik² / f_k`` with ``f_k = Σ_i q_ik``."""
+    q = log_q.exp().detach()
+    w = q.pow(2) / q.sum(0, keepdim=True).clamp_min(1e-12)
+    return w / w.sum(1, keepdim=True)
+
+
+def kl_target(P: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``KL(P || Q)`` averaged over cells, with ``log Q`` as the input (as ``kl_div`` requires)."""
+    return F.kl_div(log_q, P, reduction="batchmean")
+
+
+def jsd(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """Jensen–Shannon divergence between ``softmax(logits_p)`` and ``softmax(logits_q)`` per row, averaged.
+
+    Symmetric, 0 for equal inputs and bounded by ``log 2``.
+    """
+    lp = torch.log_softmax(logits_p, dim=1)
+    lq = torch.log_softmax(logits_q, dim=1)
+    lm = torch.logsumexp(torch.stack([lp, lq]), dim=0) - math.log(2.0)
+    kl_pm = (lp.exp() * (lp - lm)).sum(1)
+    kl_qm = (lq.exp() * (lq - lm)).sum(1)
+    return (0.5 * (kl_pm + kl_qm)).mean()
+
+
+def sample_correlation_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Push the B × B cosine matrix between the two views to the identity."""
+    S = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T
+    n = S.shape[0]
+    diag = torch.diagonal(S)
+    on = (diag - 1.0).pow(2).mean()
+    if n < 2:
+        return on
+    off = (S.pow(2).sum() - diag.pow(2).sum()) / (n * (n - 1))
+    return on + off
+
+
+def feature_correlation_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Barlow-Twins redundancy reduction: the d × d cross-correlation of standardised views → I."""
+    n, d = z1.shape
+    if n < 2:
+        return z1.sum() * 0.0
+    a = (z1 - z1.mean(0)) / (z1.std(0) + 1e-5)
+    b = (z2 - z2.mean(0)) / (z2.std(0) + 1e-5)
+    C = a.T @ b / n
+    diag = torch.diagonal(C)
+    on = (diag - 1.0).pow(2).mean()
+    off = (C.pow(2).sum() - diag.pow(2).sum()) / max(d * (d - 1), 1)
+    return on + off
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """NT-Xent (InfoNCE) between the two views of the same cells; 2B × 2B in the batch only."""
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+def edge_reconstruction_loss(
+    z: torch.Tensor, edge_index: torch.Tensor, n_seed: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Edge-level BCE of ``sigmoid(z_i · z_j)`` on edges from seeds, with as many random negatives."""
+    src, dst = edge_index
+    keep = src < n_seed
+    src, dst = src[keep], dst[keep]
+    if src.numel() == 0:
+        return z.sum() * 0.0
+    n = z.shape[0]
+    neg_dst = torch.randint(0, n, (src.numel(),), device=z.device, generator=generator)
+    pos = (z[src] * z[dst]).sum(1)
+    neg = (z[src] * z[neg_dst]).sum(1)
+    logits = torch.cat([pos, neg])
+    labels = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
+    return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def propagate(
+    h: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None, n_rows: int | None = None
+) -> torch.Tensor:
+    """Rows ``:n_rows`` of ``Â h`` with ``Â = D^-1/2 (A + I) D^-1/2`` (torch-geometric's GCN normalisation)."""
+    from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+    n = h.shape[0]
+    ei, w = gcn_norm(edge_index, edge_weight, num_nodes=n, add_self_loops=True)
+    n_rows = n if n_rows is None else n_rows
+    keep = ei[1] < n_rows
+    src, dst, w = ei[0][keep], ei[1][keep], w[keep]
+    out = h.new_zeros(n_rows, h.shape[1])
+    return out.index_add_(0, dst, h[src] * w[:, None])

@@ -1,0 +1,384 @@
+"""The Siamese clustering network: two stochastic views, gene MLP + graph GNN, fusion, OT head.
+
+The module knows nothing of AnnData: it consumes tensor dicts built by the data splitter,
+``{"X", "batch", "ind_x", "n_seed", "edge_index", "edge_weight", "ppr_index", "ppr_weight"}``,
+where the first ``n_seed`` rows are the seed cells whose losses are computed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+from scvi.module.base import BaseModuleClass, LossOutput
+from scvi.nn import DecoderSCVI, FCLayers
+
+from ._components import Fusion, GeneEncoder, GraphEncoder, augment_values, drop_edges
+from ._losses import (
+    dec_target,
+    edge_reconstruction_loss,
+    feature_correlation_loss,
+    gaussian_log_q,
+    jsd,
+    kl_target,
+    nt_xent,
+    propagate,
+    sample_correlation_loss,
+    sinkhorn_target,
+    student_t_log_q,
+)
+
+LIKELIHOODS = ("nb", "zinb", "gaussian")
+
+
+class SiameseModule(BaseModuleClass):
+    """scSiameseClu network (see ``METHOD.md``): every option of the method is a constructor argument.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    n_batch
+        Number of batches (a covariate of the count decoder).
+    n_latent
+        Size ``d`` of the fused embedding.
+    n_hidden
+        Width of the gene MLP and the count decoder.
+    n_graph_hidden
+        Width of the first graph layer.
+    n_layers
+        Hidden layers of the gene MLP.
+    n_clusters
+        Number of clusters; ``None`` defers the cluster centres until :meth:`init_centers`.
+    likelihood
+        ``"nb"``, ``"zinb"`` or ``"gaussian"`` (MSE on normalised values, for non-count data).
+    graph_encoder
+        ``"gcn"`` or ``"gat"``.
+    use_graph
+        Whether to use the graph branch at all (ablation).
+    feature_augmentation
+        ``"gaussian"`` (multiplicative noise, σ = ``aug_sigma``), ``"mask"`` (rate ``mask_rate``) or ``"none"``.
+    edge_drop_rate, edge_drop_mode
+        Edge perturbation of graph view 1: fraction dropped, ``"random"`` or ``"similarity"``.
+    diffusion
+        Whether graph view 2 is the PPR diffusion (otherwise it is the same graph as view 1).
+    fusion
+        ``"gated"`` or ``"concat"``.
+    fusion_loss
+        ``"correlation"`` (sample- and feature-level cross-correlation) or ``"contrastive"`` (NT-Xent).
+    clustering_head
+        ``"ot"`` (Student-t Q, Sinkhorn target), ``"dec"`` or ``"gmm"``.
+    nu
+        Degrees of freedom of the Student-t kernel.
+    sinkhorn_eps
+        Entropic regularisation of the OT target.
+    cluster_prior
+        Column marginal of the OT target: ``"uniform"`` or ``"estimated"`` (from current sizes).
+    bank_size
+        Rows of the memory of recent embeddings used by the OT target in minibatch mode.
+    w_graph, w_fusion, w_prop
+        Weights of graph reconstruction, fusion (refinement) loss and JSD propagation regulariser.
+    dropout
+        Dropout rate.
+    temperature
+        Temperature of the contrastive loss.
+    n_protein
+        Number of protein features (a second modality encoded by its own MLP; 0 for none).
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_batch: int = 1,
+        *,
+        n_latent: int = 16,
+        n_hidden: int = 256,
+        n_graph_hidden: int = 128,
+        n_layers: int = 2,
+        n_clusters: int | None = None,
+        likelihood: str = "nb",
+        graph_encoder: str = "gcn",
+        use_graph: bool = True,
+        feature_augmentation: str = "gaussian",
+        aug_sigma: float = 0.1,
+        mask_rate: float = 0.2,
+        edge_drop_rate: float = 0.1,
+        edge_drop_mode: str = "random",
+        diffusion: bool = True,
+        fusion: str = "gated",
+        fusion_loss: str = "correlation",
+        clustering_head: str = "ot",
+        nu: float = 1.0,
+        sinkhorn_eps: float = 0.1,
+        cluster_prior: str = "estimated",
+        bank_size: int = 4096,
+        w_graph: float = 0.1,
+        w_fusion: float = 0.1,
+        w_prop: float = 0.01,
+        dropout: float = 0.1,
+        temperature: float = 0.5,
+        n_protein: int = 0,
+        target_sum: float = 1e4,
+    ):
+        super().__init__()
+        _check_choice("likelihood", likelihood, LIKELIHOODS)
+        _check_choice("feature_augmentation", feature_augmentation, ("gaussian", "mask", "none"))
+        _check_choice("edge_drop_mode", edge_drop_mode, ("random", "similarity"))
+        _check_choice("fusion_loss", fusion_loss, ("correlation", "contrastive"))
+        _check_choice("clustering_head", clustering_head, ("ot", "dec", "gmm"))
+        _check_choice("cluster_prior", cluster_prior, ("uniform", "estimated"))
+        self.n_input, self.n_batch, self.n_latent = n_input, n_batch, n_latent
+        self.likelihood = likelihood
+        self.use_graph = use_graph
+        self.feature_augmentation, self.aug_sigma, self.mask_rate = feature_augmentation, aug_sigma, mask_rate
+        self.edge_drop_rate, self.edge_drop_mode, self.diffusion = edge_drop_rate, edge_drop_mode, diffusion
+        self.fusion_loss, self.clustering_head = fusion_loss, clustering_head
+        self.nu, self.sinkhorn_eps, self.cluster_prior = nu, sinkhorn_eps, cluster_prior
+        self.w_graph, self.w_fusion, self.w_prop = w_graph, w_fusion, w_prop
+        self.temperature = temperature
+        self.n_protein = n_protein
+
+        self.gene_encoder = GeneEncoder(n_input, n_latent, n_hidden, n_layers, dropout)
+        self.protein_encoder = (
+            GeneEncoder(n_protein, n_latent, max(32, n_hidden // 4), 1, dropout) if n_protein > 0 else None
+        )
+        self.graph_encoder = (
+            GraphEncoder(n_input, n_latent, n_graph_hidden, graph_encoder, dropout) if use_graph else None
+        )
+        self.fusion = Fusion(n_latent, fusion) if use_graph else None
+        if likelihood == "gaussian":
+            self.decoder = nn.Sequential(
+                FCLayers(n_latent, n_hidden, n_cat_list=[n_batch], n_layers=1, n_hidden=n_hidden, dropout_rate=0.0),
+                nn.Linear(n_hidden, n_input),
+            )
+        else:
+            self.decoder = DecoderSCVI(n_latent, n_input, n_cat_list=[n_batch], n_layers=1, n_hidden=n_hidden)
+            self.px_r = nn.Parameter(torch.randn(n_input) * 0.1)
+        self.protein_decoder = (
+            nn.Sequential(nn.Linear(n_latent, 64), nn.LeakyReLU(), nn.Linear(64, n_protein)) if n_protein > 0 else None
+        )
+        self.register_buffer("target_sum", torch.tensor(float(target_sum)))
+        # cluster head: created empty when k is not yet known, resized by init_centers / load
+        k = int(n_clusters or 0)
+        self.centers = nn.Parameter(torch.zeros(k, n_latent))
+        self.log_var = nn.Parameter(torch.zeros(k))
+        self.log_pi = nn.Parameter(torch.zeros(k))
+        # bounded memory of recent fused embeddings for the OT target (independent of n_obs)
+        self.register_buffer("bank", torch.zeros(bank_size, n_latent), persistent=False)
+        self.register_buffer("bank_fill", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("bank_ptr", torch.zeros((), dtype=torch.long), persistent=False)
+
+    # ----------------------------------------------------------------------------- clusters
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centers.shape[0])
+
+    @torch.no_grad()
+    def init_centers(self, centers: torch.Tensor) -> None:
+        """Set (and resize) the cluster centres, e.g. from KMeans on the pretrained embedding."""
+        centers = torch.as_tensor(centers, dtype=torch.float32, device=self.centers.device)
+        k = centers.shape[0]
+        self.centers = nn.Parameter(centers.clone())
+        self.log_var = nn.Parameter(torch.zeros(k, device=centers.device))
+        self.log_pi = nn.Parameter(torch.zeros(k, device=centers.device))
+        self.bank_fill.zero_()
+        self.bank_ptr.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        key = prefix + "centers"
+        if key in state_dict and state_dict[key].shape != self.centers.shape:
+            self.init_centers(torch.zeros_like(state_dict[key]))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def log_q(self, z: torch.Tensor) -> torch.Tensor:
+        """Log soft assignments of embeddings ``z`` to the current clusters."""
+        if self.n_clusters == 0:
+            raise RuntimeError("The cluster centres are not initialised; train the model first.")
+        if self.clustering_head == "gmm":
+            return gaussian_log_q(z, self.centers, self.log_var, self.log_pi)[0]
+        return student_t_log_q(z, self.centers, self.nu)
+
+    # ----------------------------------------------------------------------------- encoding
+    def _node_values(self, tensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row index and encoder input values (log-normalised counts) of the sparse node matrix."""
+        indptr, vals = tensors["X_indptr"], tensors["X_values"]
+        n_nodes = indptr.numel() - 1
+        row = torch.repeat_interleave(torch.arange(n_nodes, device=vals.device), indptr.diff())
+        if self.likelihood == "gaussian":
+            return row, vals
+        lib = torch.zeros(n_nodes, device=vals.device, dtype=vals.dtype).index_add_(0, row, vals).clamp_min(1.0)
+        return row, torch.log1p(vals / lib[row] * self.target_sum)
+
+    def _features(self, tensors, values: torch.Tensor) -> torch.Tensor:
+        """Sparse CSR node matrix with the given values."""
+        indptr = tensors["X_indptr"]
+        return torch.sparse_csr_tensor(indptr, tensors["X_indices"], values, (indptr.numel() - 1, self.n_input))
+
+    def _encode_view(self, x, prot, n_seed, edge_index, edge_weight):
+        x_seed = _csr_head(x, n_seed)
+        z_gene = self.gene_encoder(x_seed)
+        if self.protein_encoder is not None:
+            z_gene = 0.5 * (z_gene + self.protein_encoder(prot[:n_seed]))
+        if not self.use_graph:
+            return {"z": z_gene, "z_gene": z_gene}
+        hs = self.graph_encoder(x, edge_index, edge_weight)
+        if self.protein_encoder is not None:
+            hs[-1] = 0.5 * (hs[-1] + self.protein_encoder(prot))
+        z_graph_all = hs[-1]
+        z = self.fusion(z_gene, z_graph_all[:n_seed])
+        return {"z": z, "z_gene": z_gene, "z_graph": z_graph_all[:n_seed], "z_graph_all": z_graph_all, "hs": hs}
+
+    def _graph_views(self, tensors):
+        ei, ew = tensors["edge_index"], tensors["edge_weight"]
+        if self.diffusion:
+            return (ei, ew), (tensors["ppr_index"], tensors["ppr_weight"])
+        return (ei, ew), (ei, ew)
+
+    def _get_inference_input(self, tensors, **kwargs):
+        return {"tensors": tensors}
+
+    def inference(self, tensors, augment: bool = False) -> dict:
+        """Embed the seed cells of a subgraph batch.
+
+        Without augmentation this is the deterministic embedding used for prediction: the mean
+        of the fused embeddings computed on the two graph views.
+        """
+        n_seed = int(tensors["n_seed"])
+        _, vals = self._node_values(tensors)
+        prot = tensors.get("protein")
+        (e1, w1), (e2, w2) = self._graph_views(tensors)
+        xn = self._features(tensors, vals)
+        if augment:
+            aug = {"sigma": self.aug_sigma, "mask_rate": self.mask_rate}
+            xa1 = self._features(tensors, augment_values(vals, self.feature_augmentation, **aug))
+            xa2 = self._features(tensors, augment_values(vals, self.feature_augmentation, **aug))
+            sim = None
+            if self.use_graph and self.edge_drop_mode == "similarity" and e1.shape[1]:
+                with torch.no_grad():
+                    emb = F.normalize(self.gene_encoder(xn), dim=1)
+                    sim = (emb[e1[0]] * emb[e1[1]]).sum(1)
+            e1, w1 = drop_edges(e1, w1, self.edge_drop_rate, similarity=sim)
+        else:
+            xa1 = xa2 = xn
+        v1 = self._encode_view(xa1, prot, n_seed, e1, w1)
+        v2 = self._encode_view(xa2, prot, n_seed, e2, w2)
+        z = 0.5 * (v1["z"] + v2["z"])
+        x_seed = tensors["X"][:n_seed]
+        library = x_seed.sum(1, keepdim=True).clamp_min(1.0)
+        xn_seed = _csr_head(xn, n_seed).to_dense() if self.likelihood == "gaussian" else None
+        return {"z": z, "views": (v1, v2), "edges": ((e1, w1), (e2, w2)), "xn": xn_seed, "library": library}
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs):
+        n_seed = int(tensors["n_seed"])
+        return {"z": inference_outputs["z"], "library": inference_outputs["library"], "batch_index": tensors["batch"][:n_seed]}
+
+    def generative(self, z, library, batch_index) -> dict:
+        """Decode expression of the seed cells from the fused embedding."""
+        b = batch_index.reshape(-1, 1)
+        out = {}
+        if self.likelihood == "gaussian":
+            out["mean"] = self.decoder[1](self.decoder[0](z, b))
+        else:
+            _, _, px_rate, px_dropout = self.decoder("gene", z, torch.log(library), b)
+            theta = torch.exp(self.px_r)
+            if self.likelihood == "zinb":
+                out["px"] = ZeroInflatedNegativeBinomial(mu=px_rate, theta=theta, zi_logits=px_dropout)
+            else:
+                out["px"] = NegativeBinomial(mu=px_rate, theta=theta)
+        if self.protein_decoder is not None:
+            out["protein_mean"] = self.protein_decoder(z)
+        return out
+
+    # ----------------------------------------------------------------------------- losses
+    def _fusion_term(self, a, b):
+        if self.fusion_loss == "contrastive":
+            return nt_xent(a, b, self.temperature)
+        return sample_correlation_loss(a, b) + feature_correlation_loss(a, b)
+
+    def _push_bank(self, z: torch.Tensor) -> None:
+        z = z.detach()
+        n, size = z.shape[0], self.bank.shape[0]
+        if n >= size:
+            self.bank.copy_(z[-size:])
+            self.bank_fill.fill_(size)
+            self.bank_ptr.zero_()
+            return
+        idx = (self.bank_ptr + torch.arange(n, device=z.device)) % size
+        self.bank[idx] = z
+        self.bank_ptr.copy_((self.bank_ptr + n) % size)
+        self.bank_fill.copy_(torch.clamp(self.bank_fill + n, max=size))
+
+    def cluster_loss(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clustering loss of a batch of embeddings and its log Q."""
+        log_q = self.log_q(z)
+        if self.clustering_head == "gmm":
+            _, log_lik = gaussian_log_q(z, self.centers, self.log_var, self.log_pi)
+            return -log_lik.mean() / z.shape[1], log_q
+        if self.clustering_head == "dec":
+            return kl_target(dec_target(log_q), log_q), log_q
+        with torch.no_grad():
+            bank = self.bank[: int(self.bank_fill)]
+            all_log_q = torch.cat([self.log_q(bank), log_q.detach()]) if bank.shape[0] else log_q.detach()
+            prior = all_log_q.exp().mean(0) if self.cluster_prior == "estimated" else None
+            P = sinkhorn_target(all_log_q, prior, eps=self.sinkhorn_eps)[-z.shape[0] :]
+        self._push_bank(z)
+        return kl_target(P, log_q), log_q
+
+    def loss(self, tensors, inference_outputs, generative_outputs, cluster_weight: float = 0.0) -> LossOutput:
+        """Total loss ``L_rec + w_g L_graph + w_f L_fusion + δ L_prop + λ L_cluster`` on the seed cells."""
+        n_seed = int(tensors["n_seed"])
+        x = tensors["X"][:n_seed]
+        if self.likelihood == "gaussian":
+            rec = F.mse_loss(generative_outputs["mean"], inference_outputs["xn"], reduction="none").mean(1)
+        else:
+            rec = -generative_outputs["px"].log_prob(x).mean(1)
+        if "protein_mean" in generative_outputs:
+            rec = rec + F.mse_loss(generative_outputs["protein_mean"], tensors["protein"][:n_seed], reduction="none").mean(1)
+        v1, v2 = inference_outputs["views"]
+        zero = rec.sum() * 0.0
+        l_fusion = self._fusion_term(v1["z_gene"], v2["z_gene"])
+        l_graph = l_prop = zero
+        if self.use_graph:
+            l_fusion = l_fusion + self._fusion_term(v1["z_graph"], v2["z_graph"])
+            (e1, _), (e2, _) = inference_outputs["edges"]
+            l_graph = 0.5 * (
+                edge_reconstruction_loss(v1["z_graph_all"], e1, n_seed)
+                + edge_reconstruction_loss(v2["z_graph_all"], e2, n_seed)
+            )
+            for v, (ei, ew) in zip((v1, v2), inference_outputs["edges"], strict=True):
+                for h in v["hs"]:
+                    l_prop = l_prop + jsd(propagate(h, ei, ew, n_seed), h[:n_seed]) / (2 * len(v["hs"]))
+        l_cluster = zero
+        if cluster_weight > 0 and self.n_clusters > 0:
+            l_cluster, _ = self.cluster_loss(inference_outputs["z"])
+        total = rec.mean() + self.w_graph * l_graph + self.w_fusion * l_fusion + self.w_prop * l_prop
+        total = total + cluster_weight * l_cluster
+        return LossOutput(
+            loss=total,
+            reconstruction_loss=rec,
+            n_obs_minibatch=n_seed,
+            extra_metrics={
+                "loss_reconstruction": rec.mean().detach(),
+                "loss_graph": l_graph.detach(),
+                "loss_fusion": l_fusion.detach(),
+                "loss_propagation": l_prop.detach(),
+                "loss_cluster": l_cluster.detach(),
+            },
+        )
+
+    @torch.inference_mode()
+    def sample(self, *args, **kwargs):
+        raise NotImplementedError("SiameseModule is not a generative model and does not sample.")
+
+
+def _csr_head(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` rows of a sparse CSR tensor (the seed cells)."""
+    indptr = x.crow_indices()
+    end = int(indptr[n])
+    return torch.sparse_csr_tensor(indptr[: n + 1], x.col_indices()[:end], x.values()[:end], (n, x.shape[1]))
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}.")

@@ -1,0 +1,103 @@
+"""Training plan: one phase per plan (pretraining or clustering), label-free stopping."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scvi.train import TrainingPlan
+
+
+class SiameseTrainingPlan(TrainingPlan):
+    """Lightning plan for :class:`~scsiam.module.SiameseModule`.
+
+    Parameters
+    ----------
+    module
+        The network.
+    phase
+        ``"pretrain"`` (every loss but the clustering term) or ``"cluster"`` (all terms, with the
+        clustering weight ramped linearly to ``cluster_weight`` over ``ramp_epochs``).
+    cluster_weight
+        Final weight λ of the clustering loss.
+    ramp_epochs
+        Epochs of the λ ramp.
+    tol
+        Label-free stopping: in the clustering phase, training stops once fewer than this
+        fraction of cells changed their hard assignment during an epoch (after the ramp).
+    n_obs
+        Number of cells (to track assignments between epochs).
+    **kwargs
+        Optimiser settings of :class:`scvi.train.TrainingPlan` (``lr``, ``weight_decay``, ...).
+    """
+
+    def __init__(
+        self,
+        module,
+        *,
+        phase: str = "pretrain",
+        cluster_weight: float = 1.0,
+        ramp_epochs: int = 5,
+        tol: float = 1e-3,
+        n_obs: int = 0,
+        **kwargs,
+    ):
+        if phase not in ("pretrain", "cluster"):
+            raise ValueError(f"phase must be 'pretrain' or 'cluster', got {phase!r}.")
+        super().__init__(module, **kwargs)
+        self.phase = phase
+        self.cluster_weight = float(cluster_weight)
+        self.ramp_epochs = max(int(ramp_epochs), 1)
+        self.tol = float(tol)
+        self._assign = np.full(n_obs, -1, dtype=np.int64) if phase == "cluster" else None
+        self._prev = None
+
+    @property
+    def current_cluster_weight(self) -> float:
+        if self.phase != "cluster":
+            return 0.0
+        return self.cluster_weight * min(1.0, (self.current_epoch + 1) / self.ramp_epochs)
+
+    def training_step(self, batch, batch_idx):
+        lam = self.current_cluster_weight
+        inference_outputs = self.module.inference(batch, augment=True)
+        gen_in = self.module._get_generative_input(batch, inference_outputs)
+        generative_outputs = self.module.generative(**gen_in)
+        out = self.module.loss(batch, inference_outputs, generative_outputs, cluster_weight=lam)
+        n_seed = int(batch["n_seed"])
+        check_finite(out)
+        if self._assign is not None and self.module.n_clusters > 0:
+            with torch.no_grad():
+                hard = self.module.log_q(inference_outputs["z"].detach()).argmax(1).cpu().numpy()
+            self._assign[batch["ind_x"][:n_seed].cpu().numpy()] = hard
+        self.log("train_loss", out.loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n_seed)
+        for k, v in out.extra_metrics.items():
+            self.log(f"{k}_train", v, on_step=False, on_epoch=True, batch_size=n_seed)
+        self.log("cluster_weight", lam, on_step=False, on_epoch=True, batch_size=n_seed)
+        return out.loss
+
+    def on_train_epoch_end(self):
+        if self._assign is None:
+            return
+        cur = self._assign.copy()
+        if self._prev is not None:
+            seen = (cur >= 0) & (self._prev >= 0)
+            changed = float((cur[seen] != self._prev[seen]).mean()) if seen.any() else 1.0
+            self.log("assignment_change", changed, on_epoch=True)
+            if self.current_epoch + 1 >= self.ramp_epochs and changed < self.tol:
+                self.trainer.should_stop = True
+        self._prev = cur
+
+    def validation_step(self, batch, batch_idx):  # no validation split for a transductive graph model
+        return None
+
+
+def check_finite(out) -> None:
+    """Stop with a clear error naming the loss term that became NaN or inf."""
+    if torch.isfinite(out.loss):
+        return
+    bad = [k.removeprefix("loss_") for k, v in out.extra_metrics.items() if not torch.isfinite(v)]
+    raise FloatingPointError(
+        f"Training diverged: the loss became non-finite (terms: {', '.join(bad) or 'total'}). "
+        "Try a lower learning rate (train(lr=...)), likelihood='gaussian' for non-count data, "
+        "or check the input for extreme values."
+    )
