@@ -1,0 +1,252 @@
+"""``scsiam.tl.siamese_clu``: the scanpy-style entry point."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from natsort import natsorted
+
+from .._constants import DEFAULT_GRAPH_KEY
+from .._validate import check_finite, check_n_clusters, check_n_obs, get_layer, is_count_matrix
+
+logger = logging.getLogger(__name__)
+
+
+def siamese_clu(
+    adata,
+    *,
+    n_clusters: int | None = None,
+    layer: str | None = None,
+    batch_key: str | None = None,
+    neighbors_key: str | None = None,
+    obsp: str | None = None,
+    spatial_key: str | None = None,
+    key_added: str = "siamese",
+    copy: bool = False,
+    random_state: int | None = 0,
+    progress_bar: bool = True,
+    n_top_genes: int | None = 2000,
+    add_confidence: bool = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+    train_kwargs: Mapping[str, Any] | None = None,
+    return_model: bool = False,
+):
+    """Cluster cells with scSiameseClu and write the embedding, clusters and soft assignments.
+
+    All fitting happens on a private working copy; the documented keys are written to
+    ``adata`` only at the end, so an error leaves ``adata`` as it was. Labels are never read.
+
+    Parameters
+    ----------
+    adata
+        :class:`~anndata.AnnData` (raw counts in ``X`` or ``layer``), or a
+        :class:`~mudata.MuData`, whose ``"rna"`` modality (or first modality) is clustered and
+        whose top level receives the results.
+    n_clusters
+        Number of clusters; ``None`` estimates it without labels (see ``uns[...]['params']``).
+    layer
+        Layer holding the counts (default ``X``).
+    batch_key
+        Column of ``obs`` with batches (a decoder covariate; for spatial data, slices).
+    neighbors_key
+        Key in ``uns`` of a neighbours result (``sc.pp.neighbors``, squidpy's
+        ``"spatial_neighbors"``); its connectivities are used as the cell graph.
+    obsp
+        Key of a graph in ``obsp`` to use as the cell graph. Not together with ``neighbors_key``.
+        When neither is given, a label-free kNN graph is built.
+    spatial_key
+        Key of coordinates in ``obsm``; a spatial kNN graph is then combined with the expression graph.
+    key_added
+        Prefix of the written keys.
+    copy
+        Work on and return a copy.
+    random_state
+        Seed of torch, numpy, sampling and KMeans; sets ``scvi.settings.seed``.
+    progress_bar
+        Show training progress bars.
+    n_top_genes
+        Highly variable genes used when the data have more genes (``None``: all genes).
+    add_confidence
+        Also write ``obs[f"{key_added}_confidence"]``, the maximum soft-assignment probability.
+    model_kwargs
+        Arguments of :class:`~scsiam.SiameseCluModel`.
+    train_kwargs
+        Arguments of :meth:`~scsiam.SiameseCluModel.train`.
+    return_model
+        Also return the trained model.
+
+    Returns
+    -------
+    ``None`` (or the copy with ``copy=True``; the model, or ``(copy, model)``, with
+    ``return_model=True``). Sets:
+
+    ``obsm[f"X_{key_added}"]``
+        The fused embedding.
+    ``obs[f"{key_added}_clusters"]``
+        Cluster labels (categorical strings, natural order).
+    ``obsm[f"{key_added}_probabilities"]``
+        Soft assignments, rows summing to 1.
+    ``uns[f"{key_added}_clu"]["params"]``
+        Parameters of the run, including the number of clusters used.
+    """
+    from ..model import SiameseCluModel
+
+    target, data = _resolve_container(adata)
+    layer_matrix = get_layer(data, layer)
+    check_n_obs(data.n_obs)
+    k = check_n_clusters(n_clusters, data.n_obs)
+    check_finite(layer_matrix, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
+    graph_name, graph = _choose_graph(target, data, neighbors_key=neighbors_key, obsp=obsp)
+    coords = _spatial_coords(target, data, spatial_key)
+    if batch_key is not None and batch_key not in target.obs and batch_key not in data.obs:
+        raise KeyError(f"batch_key {batch_key!r} is not a column of obs.")
+    if not isinstance(key_added, str) or not key_added:
+        raise TypeError(f"key_added must be a non-empty string, got {key_added!r}.")
+
+    work = _working_copy(data, target, layer_matrix, batch_key, graph, coords, n_top_genes, random_state)
+    if random_state is not None:
+        import scvi
+
+        scvi.settings.seed = int(random_state)
+    SiameseCluModel.setup_anndata(
+        work,
+        batch_key="batch" if batch_key is not None else None,
+        graph_key=DEFAULT_GRAPH_KEY if graph is not None else None,
+        spatial_key="spatial" if coords is not None else None,
+    )
+    model = SiameseCluModel(work, n_clusters=k, **dict(model_kwargs or {}))
+    tk = {"progress_bar": progress_bar, **dict(train_kwargs or {})}
+    model.train(**tk)
+    z = model.get_latent_representation()
+    q = model.predict(soft=True)
+    labels = q.argmax(1).astype(str)
+    clusters = pd.Categorical(labels, categories=natsorted(np.unique(labels)))
+    params = {
+        "n_clusters": int(model.n_clusters_),
+        "n_clusters_estimated": bool(k is None),
+        "graph": graph_name,
+        "likelihood": model.module.likelihood,
+        "n_genes": int(work.n_vars),
+        "n_epochs": int(sum(1 for _ in model.history_.get("train_loss", pd.DataFrame()).index)),
+        "key_added": key_added,
+    }
+    optional = {"layer": layer, "batch_key": batch_key, "spatial_key": spatial_key, "random_state": random_state}
+    params.update({name: v for name, v in optional.items() if v is not None})
+    if model.auto_k_ is not None:
+        params["auto_k"] = {kk: v for kk, v in model.auto_k_.items() if v is not None}
+    import scsiam
+
+    uns_entry = {"params": params, "version": scsiam.__version__}
+
+    # everything is computed: write the documented keys now
+    out = target.copy() if copy else target
+    out.obsm[f"X_{key_added}"] = z.astype(np.float32)
+    out.obsm[f"{key_added}_probabilities"] = q.astype(np.float32)
+    out.obs[f"{key_added}_clusters"] = pd.Categorical(clusters, categories=clusters.categories)
+    if add_confidence:
+        out.obs[f"{key_added}_confidence"] = q.max(1).astype(np.float32)
+    out.uns[f"{key_added}_clu"] = uns_entry
+    logger.info(
+        "added obsm[%r], obs[%r], obsm[%r], uns[%r]",
+        f"X_{key_added}", f"{key_added}_clusters", f"{key_added}_probabilities", f"{key_added}_clu",
+    )
+    if return_model:
+        return (out, model) if copy else model
+    return out if copy else None
+
+
+def _resolve_container(adata):
+    """(object that receives the results, AnnData whose expression is clustered)."""
+    if isinstance(adata, AnnData):
+        if adata.is_view:
+            raise ValueError("adata is a view; call `adata = adata.copy()` first so results can be written.")
+        return adata, adata
+    try:
+        from mudata import MuData
+    except ImportError:  # pragma: no cover
+        MuData = ()
+    if MuData and isinstance(adata, MuData):
+        if not adata.mod:
+            raise ValueError("The MuData has no modalities.")
+        name = "rna" if "rna" in adata.mod else next(iter(adata.mod))
+        return adata, adata.mod[name]
+    raise TypeError(f"Expected an AnnData or MuData, got {type(adata).__name__}.")
+
+
+def _choose_graph(target, data, *, neighbors_key, obsp):
+    """Resolve the graph the way scanpy does: ``obsp`` or ``uns[neighbors_key]['connectivities_key']``."""
+    if obsp is not None and neighbors_key is not None:
+        raise ValueError("Pass either obsp or neighbors_key, not both.")
+    if obsp is not None:
+        for holder in (target, data):
+            if obsp in holder.obsp:
+                return obsp, holder.obsp[obsp]
+        raise KeyError(
+            f"obsp={obsp!r} is not in obsp (keys: {list(target.obsp.keys())}). "
+            "Compute the graph first (sc.pp.neighbors, squidpy.gr.spatial_neighbors) or leave obsp unset."
+        )
+    if neighbors_key is not None:
+        for holder in (target, data):
+            if neighbors_key in holder.uns:
+                key = holder.uns[neighbors_key].get("connectivities_key", "connectivities")
+                if key not in holder.obsp:
+                    raise KeyError(f"uns[{neighbors_key!r}] points to obsp[{key!r}], which is missing.")
+                return key, holder.obsp[key]
+        raise KeyError(
+            f"neighbors_key={neighbors_key!r} is not in uns. Run `sc.pp.neighbors(adata, key_added=...)` first."
+        )
+    return "built", None
+
+
+def _spatial_coords(target, data, spatial_key):
+    if spatial_key is None:
+        return None
+    for holder in (target, data):
+        if spatial_key in holder.obsm:
+            coords = np.asarray(holder.obsm[spatial_key], dtype=np.float64)
+            if coords.ndim != 2 or coords.shape[1] < 2 or not np.isfinite(coords).all():
+                raise ValueError(f"obsm[{spatial_key!r}] must be finite (n_obs, 2+) coordinates.")
+            return coords[:, :2]
+    raise KeyError(
+        f"spatial_key={spatial_key!r} is not in obsm (keys: {list(target.obsm.keys())}). "
+        "Pass the obsm key holding the coordinates (usually 'spatial')."
+    )
+
+
+def _working_copy(data, target, X, batch_key, graph, coords, n_top_genes, random_state) -> AnnData:
+    """A lean private AnnData: expression, optional batch/graph/coordinates, HVGs selected."""
+    import scipy.sparse as sp
+
+    obs = pd.DataFrame(index=data.obs_names.copy())
+    if batch_key is not None:
+        col = data.obs[batch_key] if batch_key in data.obs else target.obs[batch_key]
+        obs["batch"] = pd.Categorical(np.asarray(col).astype(str))
+    X = sp.csr_matrix(X, dtype=np.float32, copy=True) if sp.issparse(X) else np.array(X, dtype=np.float32)
+    work = AnnData(X=X, obs=obs, var=pd.DataFrame(index=data.var_names.copy()))
+    if graph is not None:
+        work.obsp[DEFAULT_GRAPH_KEY] = sp.csr_matrix(graph, dtype=np.float32)
+    if coords is not None:
+        work.obsm["spatial"] = coords
+    if n_top_genes is not None and work.n_vars > n_top_genes:
+        work = work[:, _hvg_mask(work, n_top_genes)].copy()
+    return work
+
+
+def _hvg_mask(work: AnnData, n_top_genes: int) -> np.ndarray:
+    import scanpy as sc
+
+    tmp = AnnData(X=work.X.copy())
+    if is_count_matrix(work.X):
+        try:
+            sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat_v3")
+            return tmp.var["highly_variable"].to_numpy()
+        except ImportError:  # scikit-misc missing: fall back to the log-normalised flavour
+            sc.pp.normalize_total(tmp)
+            sc.pp.log1p(tmp)
+    sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat")
+    return tmp.var["highly_variable"].to_numpy()
