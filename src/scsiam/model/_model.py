@@ -117,6 +117,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         self._ppr_params = {"alpha": ppr_alpha, "top_k": ppr_top_k}
         self.n_clusters_ = k
         self.auto_k_ = None
+        self.scsiam_version_ = _package_version()
         self._model_summary_string = (
             f"SiameseCluModel: n_latent={n_latent}, likelihood={likelihood}, "
             f"n_clusters={'auto' if k is None else k}, graph edges={self.summary_stats.n_edges}"
@@ -165,19 +166,19 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         validate_adata(adata, layer=layer, graph_key=graph_key, spatial_key=spatial_key, batch_key=batch_key)
-        X = get_layer(adata, layer)
         registered_key = graph_key
         if graph_key is None or spatial_key is not None:
-            groups = None if batch_key is None else adata.obs[batch_key].to_numpy()
-            expr = (
-                adata.obsp[graph_key]
-                if graph_key is not None
-                else expression_knn_graph(X, is_counts=is_count_matrix(X), n_pcs=n_pcs, n_neighbors=n_neighbors)
+            adata.obsp[DEFAULT_GRAPH_KEY] = build_graph(
+                adata,
+                layer=layer,
+                graph_key=graph_key,
+                spatial_key=spatial_key,
+                batch_key=batch_key,
+                spatial_weight=spatial_weight,
+                n_neighbors=n_neighbors,
+                n_pcs=n_pcs,
+                n_spatial_neighbors=n_spatial_neighbors,
             )
-            spatial = None
-            if spatial_key is not None:
-                spatial = spatial_knn_graph(adata.obsm[spatial_key], n_neighs=n_spatial_neighbors, groups=groups)
-            adata.obsp[DEFAULT_GRAPH_KEY] = combine_graphs(expr, spatial, spatial_weight)
             registered_key = DEFAULT_GRAPH_KEY
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
@@ -361,10 +362,138 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         _, q = self._embed(adata, batch_size, soft=True)
         return q if soft else q.argmax(1)
 
+    # ------------------------------------------------------------------------------ new data
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
+        if adata is not None and self.get_anndata_manager(adata) is None:
+            self._prepare_new_adata(adata)
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def _prepare_new_adata(self, adata) -> None:
+        """Check new cells against the training set-up and give them a cell graph (inductive use)."""
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
+        registry = self.registry_
+        expected = np.asarray(registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"])
+        got = np.asarray(adata.var_names)
+        if got.shape != expected.shape or not (got == expected).all():
+            missing = np.setdiff1d(expected, got)
+            hint = (
+                f"{missing.size} training gene(s) are missing (e.g. {', '.join(map(str, missing[:5]))})"
+                if missing.size
+                else "the genes are the same but in another order or with extra genes"
+            )
+            raise ValueError(
+                f"The new data's genes do not match the {expected.size} genes the model was trained on: {hint}. "
+                "Subset and order them first: `adata = adata[:, model.adata.var_names].copy()`."
+            )
+        args = registry["setup_args"]
+        check_n_obs(adata.n_obs)
+        check_finite(get_layer(adata, args.get("layer")), "the new data's expression matrix")
+        graph_key = registry["field_registries"][SIAM_REGISTRY_KEYS.GRAPH_KEY]["data_registry"]["attr_key"]
+        if graph_key not in adata.obsp:
+            if graph_key != DEFAULT_GRAPH_KEY:
+                raise KeyError(
+                    f"The model was set up with the graph adata.obsp[{graph_key!r}], which the new data lack. "
+                    "Compute the same kind of graph on the new data first."
+                )
+            adata.obsp[DEFAULT_GRAPH_KEY] = build_graph(adata, **args)
+
+    # ------------------------------------------------------------------------------ save / load
+    def save(self, dir_path: str, prefix: str | None = None, overwrite: bool = False, save_anndata: bool = False, **kwargs):
+        """Save the model (weights, set-up and history) to ``dir_path``.
+
+        The history is stored as plain lists so that :meth:`load` can read the file with
+        ``torch.load(weights_only=True)``, which cannot execute code.
+        """
+        kept = {name: getattr(self, name) for name in ("history_", "registry_", "init_params_")}
+        self.history_ = _history_to_plain(kept["history_"])
+        self.registry_ = _plain(kept["registry_"])
+        self.init_params_ = _plain(kept["init_params_"])
+        try:
+            super().save(dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
+        finally:
+            for name, value in kept.items():
+                setattr(self, name, value)
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str,
+        adata: AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+        backup_url: str | None = None,
+        trusted: bool = False,
+        **kwargs,
+    ):
+        """Load a saved model.
+
+        The file is first read with ``torch.load(weights_only=True)``, which accepts only
+        tensors, arrays and plain containers. A model file can otherwise run arbitrary code
+        when unpickled: a file that needs more is refused unless ``trusted=True`` (use that only
+        for files from a source you trust). Corrupt or truncated files, files of another model
+        class and files from an incompatible scsiam version fail with a clear message.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            AnnData with the same genes (set up from the saved registry); default: the AnnData
+            saved with ``save_anndata=True``.
+        accelerator, device
+            Where to load the model.
+        prefix
+            File-name prefix used by :meth:`save`.
+        backup_url
+            URL to download the file from when missing.
+        trusted
+            Allow files that need full unpickling.
+        """
+        import os
+
+        path = os.path.join(dir_path, f"{prefix or ''}model.pt")
+        if backup_url is None and not os.path.exists(path):
+            raise FileNotFoundError(f"No saved model at {path!r}; pass the folder given to model.save().")
+        if os.path.exists(path):
+            saved = _read_model_file(path, trusted)
+            _check_saved(saved, cls.__name__, path)
+        model = super().load(dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix, backup_url=backup_url, **kwargs)
+        model.history_ = _history_from_plain(model.history_)
+        return model
+
     @property
     def history(self) -> dict[str, pd.DataFrame]:
         """Per-epoch loss terms of both phases (concatenated), as scvi's ``history``."""
         return self.history_
+
+
+def build_graph(
+    adata,
+    *,
+    layer=None,
+    graph_key=None,
+    spatial_key=None,
+    batch_key=None,
+    spatial_weight=0.5,
+    n_neighbors=15,
+    n_pcs=50,
+    n_spatial_neighbors=6,
+    **_,
+):
+    """The cell graph that ``setup_anndata`` registers (given graph and/or built kNN, plus spatial)."""
+    X = get_layer(adata, layer)
+    expr = (
+        adata.obsp[graph_key]
+        if graph_key is not None
+        else expression_knn_graph(X, is_counts=is_count_matrix(X), n_pcs=n_pcs, n_neighbors=n_neighbors)
+    )
+    spatial = None
+    if spatial_key is not None:
+        groups = None if batch_key is None else adata.obs[batch_key].to_numpy()
+        spatial = spatial_knn_graph(adata.obsm[spatial_key], n_neighs=n_spatial_neighbors, groups=groups)
+    return combine_graphs(expr, spatial, spatial_weight)
 
 
 def default_schedule(n_obs: int) -> dict:
@@ -403,6 +532,85 @@ def validate_adata(adata, *, layer=None, graph_key=None, spatial_key=None, batch
         )
     if batch_key is not None and batch_key not in adata.obs:
         raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs.")
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scsiam")
+    except PackageNotFoundError:  # pragma: no cover
+        return "0.0.0"
+
+
+def _plain(obj):
+    """Nested dict subclasses (defaultdict, ...) as plain dicts, which weights-only loading accepts."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
+def _history_to_plain(history):
+    if not history:
+        return history
+    return {
+        k: {"__frame__": True, "index": [float(i) for i in v.index], "columns": [str(c) for c in v.columns],
+            "values": np.asarray(v.to_numpy(), dtype=np.float64).tolist()}
+        if isinstance(v, pd.DataFrame) else v
+        for k, v in history.items()
+    }
+
+
+def _history_from_plain(history):
+    if not history:
+        return history
+    return {
+        k: pd.DataFrame(v["values"], index=pd.Index(v["index"], name="epoch"), columns=v["columns"])
+        if isinstance(v, dict) and v.get("__frame__") else v
+        for k, v in history.items()
+    }
+
+
+def _safe_globals() -> list:
+    """numpy pieces that torch's weights-only unpickler needs for the arrays in a saved registry."""
+    core = getattr(np, "_core", None) or np.core
+    dtypes = {type(np.dtype(t)) for t in (object, np.int64, np.int32, np.float32, np.float64, np.bool_, "U1", "S1")}
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, bytes, *dtypes]
+
+
+def _read_model_file(path: str, trusted: bool) -> dict:
+    import pickle
+    import zipfile
+
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not trusted:
+            raise ValueError(
+                f"{path!r} holds Python objects beyond tensors, arrays and plain containers; unpickling them could "
+                "run arbitrary code, so it was refused. Load it with trusted=True only if you trust its source."
+            ) from e
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise ValueError(f"{path!r} is corrupt or truncated and cannot be read ({type(e).__name__}: {str(e)[:200]}).") from e
+
+
+def _check_saved(saved, cls_name: str, path: str) -> None:
+    if not isinstance(saved, dict) or not {"model_state_dict", "attr_dict"} <= set(saved):
+        raise ValueError(f"{path!r} is not a saved scvi-tools/scsiam model (unexpected content).")
+    attrs = saved["attr_dict"]
+    name = attrs.get("registry_", {}).get("model_name")
+    if name != cls_name:
+        raise ValueError(f"{path!r} holds a {name!r} model, not a {cls_name}; load it with that class instead.")
+    saved_version = str(attrs.get("scsiam_version_", "0.0.0"))
+    if saved_version.split(".")[:1] != _package_version().split(".")[:1]:
+        raise ValueError(
+            f"{path!r} was saved by scsiam {saved_version}, which is incompatible with the installed "
+            f"scsiam {_package_version()}; retrain the model or install scsiam {saved_version}."
+        )
 
 
 def _in_ci() -> bool:

@@ -143,14 +143,17 @@ def siamese_clu(
 
     uns_entry = {"params": params, "version": scsiam.__version__}
 
-    # everything is computed: write the documented keys now
+    # everything is computed: write the documented keys now, all or nothing
     out = target.copy() if copy else target
-    out.obsm[f"X_{key_added}"] = z.astype(np.float32)
-    out.obsm[f"{key_added}_probabilities"] = q.astype(np.float32)
-    out.obs[f"{key_added}_clusters"] = pd.Categorical(clusters, categories=clusters.categories)
+    obs_new = {f"{key_added}_clusters": pd.Categorical(clusters, categories=clusters.categories)}
     if add_confidence:
-        out.obs[f"{key_added}_confidence"] = q.max(1).astype(np.float32)
-    out.uns[f"{key_added}_clu"] = uns_entry
+        obs_new[f"{key_added}_confidence"] = q.max(1).astype(np.float32)
+    write_atomically(
+        out,
+        obsm={f"X_{key_added}": z.astype(np.float32), f"{key_added}_probabilities": q.astype(np.float32)},
+        obs=obs_new,
+        uns={f"{key_added}_clu": uns_entry},
+    )
     logger.info(
         "added obsm[%r], obs[%r], obsm[%r], uns[%r]",
         f"X_{key_added}", f"{key_added}_clusters", f"{key_added}_probabilities", f"{key_added}_clu",
@@ -158,6 +161,26 @@ def siamese_clu(
     if return_model:
         return (out, model) if copy else model
     return out if copy else None
+
+
+def write_atomically(target, *, obsm: dict, obs: dict, uns: dict) -> None:
+    """Write the entries into ``target``; on any exception (also ``KeyboardInterrupt``) undo them all."""
+    missing = object()
+    slots = [(target.obsm, obsm), (target.obs, obs), (target.uns, uns)]
+    saved = [{k: (store[k] if k in store else missing) for k in new} for store, new in slots]
+    try:
+        for store, new in slots:
+            for k, v in new.items():
+                store[k] = v
+    except BaseException:
+        for (store, new), old in zip(slots, saved, strict=True):
+            for k in new:
+                if old[k] is missing:
+                    if k in store:
+                        del store[k]
+                else:
+                    store[k] = old[k]
+        raise
 
 
 def _resolve_container(adata):
