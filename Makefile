@@ -29,11 +29,12 @@ lint: install
 
 docs: install
 	$(BIN)/python -m pip install -q $(PIP_CONSTRAINTS) -e ".[test,doc]"
+	rm -rf docs/generated  # autosummary stubs are regenerated; stale ones would fail -W
 	$(BIN)/sphinx-build -W -b html docs docs/_build/html
 
 tutorials: install
 	$(BIN)/python -m pip install -q $(PIP_CONSTRAINTS) -e ".[test,doc]"
-	cd tutorials && for f in *.py; do ../$(BIN)/jupytext --to ipynb --execute "$$f" || exit 1; done
+	cd tutorials && for f in *.py; do $(abspath $(BIN))/jupytext --to ipynb --execute "$$f" || exit 1; done
 
 clean:
 	rm -rf docs/_build build dist

@@ -53,7 +53,8 @@ def expression_knn_graph(
     import scanpy as sc
 
     n_obs, n_vars = X.shape
-    tmp = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32))
+    # always a private copy: normalisation below works in place
+    tmp = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32, copy=True) if sp.issparse(X) else np.array(X, np.float32))
     if is_counts:
         sc.pp.normalize_total(tmp)
         sc.pp.log1p(tmp)

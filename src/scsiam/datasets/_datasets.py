@@ -15,7 +15,7 @@ def _read(name: str) -> ad.AnnData:
 def worm_neuron() -> ad.AnnData:
     """C. elegans neurons, sci-RNA-seq: 4,186 cells × 2,000 genes, raw counts, 10 cell types.
 
-    ``obs['cell_type']`` holds the reference labels (numeric codes ``c0…c9``); use them only
+    ``obs['cell_type']`` holds the reference labels (numeric codes ``c1…c10``); use them only
     to evaluate a clustering.
 
     Source: Cao et al. (2017), *Comprehensive single-cell transcriptional profiling of a

@@ -299,6 +299,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             logger.info("Estimated %d clusters without labels.", k)
         self.module.init_centers(torch.as_tensor(kmeans_centers(z, k, seed)))
         self.n_clusters_ = k
+        self.module.train()  # inference switched to eval mode; phase 2 trains with dropout again
         # phase 2: clustering
         plan = SiameseTrainingPlan(
             self.module, phase="cluster", cluster_weight=cluster_weight, ramp_epochs=ramp_epochs, tol=tol, n_obs=n_obs, **plan_kwargs

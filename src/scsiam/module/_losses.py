@@ -30,19 +30,20 @@ def gaussian_log_q(z: torch.Tensor, centers: torch.Tensor, log_var: torch.Tensor
 
 
 @torch.no_grad()
-def sinkhorn_target(
+def sinkhorn_potentials(
     log_q: torch.Tensor,
     col_marginal: torch.Tensor | None = None,
     *,
     eps: float = 0.1,
-    n_iter: int = 200,
-    tol: float = 1e-6,
+    n_iter: int = 100,
+    tol: float = 1e-5,
+    warmstart: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Optimal-transport target ``P`` for soft assignments ``Q`` (rows of ``P`` sum to 1).
+    """Column log-scaling ``log v`` of the entropic OT problem with cost ``-log Q``.
 
-    Solves the entropic OT problem with cost ``-log Q``, uniform row marginals and the given
-    column marginal (uniform when ``None``) with POT's log-domain Sinkhorn, which stops at
-    ``tol`` or after ``n_iter`` iterations.
+    Solved with POT's log-domain Sinkhorn (stops at ``tol`` or after ``n_iter`` iterations),
+    with uniform row marginals and the given column marginal (uniform when ``None``). The
+    target of any cell then follows in O(k): ``P_i = softmax(log Q_i / eps + log v)``.
     """
     import ot
 
@@ -55,10 +56,35 @@ def sinkhorn_target(
     else:
         b = col_marginal.double().clamp_min(1e-8)
         b = b / b.sum()
-    plan = ot.bregman.sinkhorn_log(a, b, cost, eps, numItermax=n_iter, stopThr=tol, warn=False)
-    P = plan * n
-    P = P / P.sum(1, keepdim=True).clamp_min(1e-12)
-    return P.to(log_q.dtype)
+    ws = None
+    if warmstart is not None and warmstart.shape[0] == k and torch.isfinite(warmstart).all():
+        ws = (torch.zeros(n, dtype=torch.float64, device=log_q.device), warmstart.double())
+    _, log = ot.bregman.sinkhorn_log(a, b, cost, eps, numItermax=n_iter, stopThr=tol, warn=False, log=True, warmstart=ws)
+    log_v = log["log_v"]
+    return (log_v - log_v.max()).to(log_q.dtype)
+
+
+def ot_target(log_q: torch.Tensor, log_v: torch.Tensor, eps: float) -> torch.Tensor:
+    """OT target rows ``P_i = softmax(log Q_i / eps + log v)`` given Sinkhorn column potentials."""
+    return torch.softmax(log_q.detach() / eps + log_v, dim=1)
+
+
+@torch.no_grad()
+def sinkhorn_target(
+    log_q: torch.Tensor,
+    col_marginal: torch.Tensor | None = None,
+    *,
+    eps: float = 0.1,
+    n_iter: int = 1000,
+    tol: float = 1e-6,
+) -> torch.Tensor:
+    """Optimal-transport target ``P`` for soft assignments ``Q`` (rows of ``P`` sum to 1).
+
+    Entropic OT with cost ``-log Q``, uniform row marginals and the given column marginal
+    (uniform when ``None``): column sums of ``P / n`` match the column marginal.
+    """
+    log_v = sinkhorn_potentials(log_q, col_marginal, eps=eps, n_iter=n_iter, tol=tol)
+    return ot_target(log_q.double(), log_v.double(), eps).to(log_q.dtype)
 
 
 def dec_target(log_q: torch.Tensor) -> torch.Tensor:

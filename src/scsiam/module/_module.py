@@ -25,7 +25,8 @@ from ._losses import (
     nt_xent,
     propagate,
     sample_correlation_loss,
-    sinkhorn_target,
+    ot_target,
+    sinkhorn_potentials,
     student_t_log_q,
 )
 
@@ -33,7 +34,7 @@ LIKELIHOODS = ("nb", "zinb", "gaussian")
 
 
 class SiameseModule(BaseModuleClass):
-    """scSiameseClu network (see ``METHOD.md``): every option of the method is a constructor argument.
+    """scSiameseClu network (see the "How it works" page of the documentation): every option of the method is a constructor argument.
 
     Parameters
     ----------
@@ -113,6 +114,7 @@ class SiameseModule(BaseModuleClass):
         sinkhorn_eps: float = 0.1,
         cluster_prior: str = "estimated",
         bank_size: int = 4096,
+        sinkhorn_every: int = 10,
         w_graph: float = 0.1,
         w_fusion: float = 0.1,
         w_prop: float = 0.01,
@@ -135,6 +137,7 @@ class SiameseModule(BaseModuleClass):
         self.edge_drop_rate, self.edge_drop_mode, self.diffusion = edge_drop_rate, edge_drop_mode, diffusion
         self.fusion_loss, self.clustering_head = fusion_loss, clustering_head
         self.nu, self.sinkhorn_eps, self.cluster_prior = nu, sinkhorn_eps, cluster_prior
+        self.sinkhorn_every = max(int(sinkhorn_every), 1)
         self.w_graph, self.w_fusion, self.w_prop = w_graph, w_fusion, w_prop
         self.temperature = temperature
         self.n_protein = n_protein
@@ -168,6 +171,9 @@ class SiameseModule(BaseModuleClass):
         self.register_buffer("bank", torch.zeros(bank_size, n_latent), persistent=False)
         self.register_buffer("bank_fill", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("bank_ptr", torch.zeros((), dtype=torch.long), persistent=False)
+        # Sinkhorn column potentials, refreshed on the memory every `sinkhorn_every` steps
+        self.register_buffer("ot_log_v", torch.zeros(k), persistent=False)
+        self.register_buffer("ot_steps", torch.zeros((), dtype=torch.long), persistent=False)
 
     # ----------------------------------------------------------------------------- clusters
     @property
@@ -184,6 +190,8 @@ class SiameseModule(BaseModuleClass):
         self.log_pi = nn.Parameter(torch.zeros(k, device=centers.device))
         self.bank_fill.zero_()
         self.bank_ptr.zero_()
+        self.ot_log_v = torch.zeros(k, device=centers.device)
+        self.ot_steps.zero_()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         key = prefix + "centers"
@@ -318,10 +326,13 @@ class SiameseModule(BaseModuleClass):
         if self.clustering_head == "dec":
             return kl_target(dec_target(log_q), log_q), log_q
         with torch.no_grad():
-            bank = self.bank[: int(self.bank_fill)]
-            all_log_q = torch.cat([self.log_q(bank), log_q.detach()]) if bank.shape[0] else log_q.detach()
-            prior = all_log_q.exp().mean(0) if self.cluster_prior == "estimated" else None
-            P = sinkhorn_target(all_log_q, prior, eps=self.sinkhorn_eps)[-z.shape[0] :]
+            if int(self.ot_steps) % self.sinkhorn_every == 0:
+                bank = self.bank[: int(self.bank_fill)]
+                all_log_q = torch.cat([self.log_q(bank), log_q.detach()]) if bank.shape[0] else log_q.detach()
+                prior = all_log_q.exp().mean(0) if self.cluster_prior == "estimated" else None
+                self.ot_log_v = sinkhorn_potentials(all_log_q, prior, eps=self.sinkhorn_eps, warmstart=self.ot_log_v)
+            self.ot_steps += 1
+            P = ot_target(log_q, self.ot_log_v, self.sinkhorn_eps)
         self._push_bank(z)
         return kl_target(P, log_q), log_q
 

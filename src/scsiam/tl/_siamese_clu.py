@@ -268,7 +268,9 @@ def _hvg_mask(work: AnnData, n_top_genes: int) -> np.ndarray:
         try:
             sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat_v3")
             return tmp.var["highly_variable"].to_numpy()
-        except ImportError:  # scikit-misc missing: fall back to the log-normalised flavour
+        except (ImportError, ValueError):
+            # scikit-misc missing, or its loess fit is singular (few cells): log-normalised flavour
+            tmp = AnnData(X=work.X.copy())
             sc.pp.normalize_total(tmp)
             sc.pp.log1p(tmp)
     sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat")

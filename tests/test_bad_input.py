@@ -1,0 +1,154 @@
+"""Bad input: a clear error (type and message) and the user's object left exactly as it was."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import assert_unchanged, snapshot, subsample
+
+import scsiam
+from scsiam import SiameseCluModel
+
+
+@pytest.fixture
+def small(worm_full):
+    """40 cells with a scanpy-style neighbours entry, a layer and coordinates, to catch any write."""
+    adata = subsample(worm_full, 40, seed=21)
+    adata.layers["counts"] = adata.X.copy()
+    adata.obsm["spatial"] = np.random.default_rng(0).uniform(size=(40, 2))
+    adata.obsp["connectivities"] = sp.csr_matrix((40, 40), dtype=np.float32)
+    adata.uns["neighbors"] = {"connectivities_key": "connectivities"}
+    return adata
+
+
+def _with_value(adata, value):
+    """A copy of ``adata`` with one stored value of X replaced."""
+    adata = adata.copy()
+    adata.X.data[3] = value
+    return adata
+
+
+def _case(name, small):
+    """(adata, kwargs, exception type, message regex) for each bad-input case."""
+    n = small.n_obs
+    if name in ("nan", "inf"):
+        return _with_value(small, np.nan if name == "nan" else np.inf), {"n_clusters": 3}, ValueError, r"NaN or infinite"
+    if name == "empty":
+        return small[:0].copy(), {"n_clusters": 3}, ValueError, r"0 cell\(s\).*at least"
+    if name == "one-cell":
+        return small[:1].copy(), {"n_clusters": 3}, ValueError, r"1 cell\(s\).*at least"
+    return {
+        "k>=n": (small, {"n_clusters": n}, ValueError, r"must be smaller than the number of cells"),
+        "k>n": (small, {"n_clusters": n + 5}, ValueError, r"must be smaller than the number of cells"),
+        "k=1": (small, {"n_clusters": 1}, ValueError, r"at least 2"),
+        "k-str": (small, {"n_clusters": "five"}, TypeError, r"n_clusters must be an integer"),
+        "k-float": (small, {"n_clusters": 2.5}, TypeError, r"n_clusters must be an integer"),
+        "k-bool": (small, {"n_clusters": True}, TypeError, r"n_clusters must be an integer"),
+        "missing-layer": (small, {"n_clusters": 3, "layer": "raw_counts"}, KeyError, r"Layer 'raw_counts' is not in adata.layers"),
+        "missing-obsp": (small, {"n_clusters": 3, "obsp": "nope"}, KeyError, r"obsp='nope' is not in obsp"),
+        "missing-neighbors-key": (small, {"n_clusters": 3, "neighbors_key": "nope"}, KeyError, r"neighbors_key='nope' is not in uns"),
+        "missing-spatial-key": (small, {"n_clusters": 3, "spatial_key": "nope"}, KeyError, r"spatial_key='nope' is not in obsm"),
+        "obsp-and-neighbors-key": (
+            small, {"n_clusters": 3, "obsp": "connectivities", "neighbors_key": "neighbors"}, ValueError,
+            r"either obsp or neighbors_key, not both",
+        ),
+        "missing-batch-key": (small, {"n_clusters": 3, "batch_key": "sample"}, KeyError, r"batch_key 'sample' is not a column"),
+        "empty-key-added": (small, {"n_clusters": 3, "key_added": ""}, TypeError, r"key_added must be a non-empty string"),
+    }[name]
+
+
+CASES = [
+    "nan", "inf", "empty", "one-cell", "k>=n", "k>n", "k=1", "k-str", "k-float", "k-bool", "missing-layer",
+    "missing-obsp", "missing-neighbors-key", "missing-spatial-key", "obsp-and-neighbors-key", "missing-batch-key",
+    "empty-key-added",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_tl_bad_input_raises_and_leaves_adata_unchanged(small, case):
+    adata, kwargs, exc, pattern = _case(case, small)
+    snap = snapshot(adata)
+    with pytest.raises(exc, match=pattern) as info:
+        scsiam.tl.siamese_clu(adata, progress_bar=False, **kwargs)
+    assert len(str(info.value)) > 15
+    assert_unchanged(adata, snap)
+
+
+def test_tl_neighbors_key_pointing_to_missing_graph(small):
+    small.uns["broken"] = {"connectivities_key": "gone"}
+    snap = snapshot(small)
+    with pytest.raises(KeyError, match=r"points to obsp\['gone'\], which is missing") as info:
+        scsiam.tl.siamese_clu(small, n_clusters=3, neighbors_key="broken")
+    assert len(str(info.value)) > 15
+    assert_unchanged(small, snap)
+
+
+def test_tl_bad_spatial_coordinates(small):
+    small.obsm["spatial"][0, 0] = np.nan
+    snap = snapshot(small)
+    with pytest.raises(ValueError, match=r"must be finite \(n_obs, 2\+\) coordinates"):
+        scsiam.tl.siamese_clu(small, n_clusters=3, spatial_key="spatial")
+    assert_unchanged(small, snap)
+
+
+@pytest.mark.parametrize("obj", [np.ones((20, 5)), [[1, 2], [3, 4]], "adata.h5ad", None])
+def test_tl_non_anndata_raises_type_error(obj):
+    before = obj.copy() if isinstance(obj, np.ndarray) else obj
+    with pytest.raises(TypeError, match=r"Expected an AnnData or MuData, got \w+") as info:
+        scsiam.tl.siamese_clu(obj, n_clusters=3)
+    assert len(str(info.value)) > 15
+    if isinstance(obj, np.ndarray):
+        np.testing.assert_array_equal(obj, before)
+
+
+# ------------------------------------------------------------------------------- model path
+def test_setup_anndata_nan_raises_and_leaves_adata_unchanged(small):
+    adata = _with_value(small, np.nan)
+    snap = snapshot(adata)
+    with pytest.raises(ValueError, match=r"contains 1 NaN or infinite value") as info:
+        SiameseCluModel.setup_anndata(adata)
+    assert len(str(info.value)) > 15
+    assert_unchanged(adata, snap)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "pattern"),
+    [
+        ({"layer": "nope"}, KeyError, r"Layer 'nope' is not in adata.layers"),
+        ({"graph_key": "nope"}, KeyError, r"Graph 'nope' is not in adata.obsp"),
+        ({"spatial_key": "nope"}, KeyError, r"Spatial coordinates 'nope' are not in adata.obsm"),
+        ({"batch_key": "nope"}, KeyError, r"batch_key 'nope' is not a column"),
+    ],
+)
+def test_setup_anndata_bad_keys(small, kwargs, exc, pattern):
+    snap = snapshot(small)
+    with pytest.raises(exc, match=pattern):
+        SiameseCluModel.setup_anndata(small, **kwargs)
+    assert_unchanged(small, snap)
+
+
+def test_setup_anndata_too_few_cells_and_wrong_type(small):
+    tiny = small[:3].copy()
+    snap = snapshot(tiny)
+    with pytest.raises(ValueError, match=r"3 cell\(s\); clustering needs at least"):
+        SiameseCluModel.setup_anndata(tiny)
+    assert_unchanged(tiny, snap)
+    with pytest.raises(TypeError, match=r"Expected an AnnData, got ndarray"):
+        SiameseCluModel.setup_anndata(np.ones((20, 4)))
+
+
+def test_setup_anndata_dense_graph_is_refused(small):
+    small.obsp["dense"] = np.eye(small.n_obs, dtype=np.float32)
+    with pytest.raises(TypeError, match=r"is dense; a sparse graph is required"):
+        SiameseCluModel.setup_anndata(small, graph_key="dense")
+
+
+def test_model_bad_n_clusters_and_likelihood(small):
+    SiameseCluModel.setup_anndata(small, n_neighbors=5, n_pcs=10)
+    with pytest.raises(TypeError, match=r"n_clusters must be an integer"):
+        SiameseCluModel(small, n_clusters="five")
+    with pytest.raises(ValueError, match=r"must be smaller than the number of cells"):
+        SiameseCluModel(small, n_clusters=small.n_obs)
+    small.X = small.X * 0.5  # no longer counts
+    SiameseCluModel.setup_anndata(small, n_neighbors=5, n_pcs=10)
+    with pytest.raises(ValueError, match=r"likelihood='nb' needs raw counts"):
+        SiameseCluModel(small, n_clusters=3, likelihood="nb")

@@ -1,0 +1,115 @@
+"""The ``scsiam`` command line."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import pytest
+from conftest import subsample, top_genes
+
+from scsiam import cli
+
+
+def _console_script() -> list[str]:
+    """The console script installed next to the interpreter, else ``python -m scsiam.cli``."""
+    script = Path(sys.executable).parent / "scsiam"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "scsiam.cli"]
+
+
+def test_help_via_subprocess():
+    """``--help`` of every command exits 0 in a fresh process.
+
+    The top-level help goes through the installed console script (which imports the whole
+    package); the sub-command helps run ``cli.py`` as a script, whose module level only needs
+    argparse, so they add no package start-up time. All three run concurrently.
+    """
+    cli_file = str(Path(cli.__file__))
+    cmds = {
+        "help": _console_script() + ["--help"],
+        "cluster-help": [sys.executable, cli_file, "cluster", "--help"],
+        "demo-help": [sys.executable, cli_file, "demo", "--help"],
+    }
+    procs = {
+        name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, cmd in cmds.items()
+    }
+    results = {name: (*p.communicate(timeout=300), p.returncode) for name, p in procs.items()}
+    for name, (out, err, rc) in results.items():
+        assert rc == 0, f"{name}: rc={rc}\n{out}\n{err}"
+        assert out.startswith("usage: scsiam"), out
+    assert "cluster" in results["help"][0] and "demo" in results["help"][0]
+    assert "--n-clusters" in results["cluster-help"][0] and "--labels-key" in results["cluster-help"][0]
+    assert "--seed" in results["demo-help"][0]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["cluster", "--help"], ["demo", "--help"]])
+def test_help_in_process(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 0
+    assert "usage: scsiam" in capsys.readouterr().out
+
+
+def test_missing_input_in_process(tmp_path, capsys):
+    rc = cli.main(["cluster", str(tmp_path / "missing.h5ad"), "-o", str(tmp_path / "out.h5ad")])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["1", "five", "2.5"])
+def test_bad_n_clusters_is_a_usage_error(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["cluster", str(tmp_path / "in.h5ad"), "-o", str(tmp_path / "o.h5ad"), "--n-clusters", value])
+    assert info.value.code == 2
+    assert "--n-clusters" in capsys.readouterr().err
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([])
+    assert info.value.code == 2
+
+
+@pytest.fixture
+def small_h5ad(worm_full, tmp_path):
+    """150 cells x 300 genes with the reference labels kept in obs['cell_type']."""
+    adata = top_genes(subsample(worm_full, 150, seed=31, keep_obs=True), 300)
+    path = tmp_path / "in.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def test_unknown_labels_key(small_h5ad, tmp_path, capsys):
+    rc = cli.main(["cluster", str(small_h5ad), "-o", str(tmp_path / "o.h5ad"), "--labels-key", "nope"])
+    assert rc == 2
+    assert "--labels-key 'nope' is not a column of obs" in capsys.readouterr().err
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_bad_input_value_reports_error(small_h5ad, tmp_path, capsys):
+    rc = cli.main(["cluster", str(small_h5ad), "-o", str(tmp_path / "o.h5ad"), "--layer", "nope"])
+    assert rc == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_cluster_end_to_end(small_h5ad, tmp_path, capsys):
+    """Read, cluster with the default schedule, write, and print ARI/NMI against the held-out labels."""
+    out = tmp_path / "out.h5ad"
+    rc = cli.main(["cluster", str(small_h5ad), "-o", str(out), "--n-clusters", "4", "--labels-key", "cell_type"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert re.search(r"ARI -?\d\.\d{3}\s+NMI \d\.\d{3}", printed), printed
+    assert "k=4" in printed
+    assert out.exists()
+    res = ad.read_h5ad(out)
+    assert "siamese_clusters" in res.obs
+    assert res.obs["siamese_clusters"].nunique() <= 4
+    assert res.obsm["X_siamese"].shape[0] == 150
+    assert res.uns["siamese_clu"]["params"]["n_clusters"] == 4
+    assert res.uns["siamese_clu"]["params"]["n_epochs"] > 10  # the default schedule, not a test setting
+    # labels were only compared, never changed
+    src = ad.read_h5ad(small_h5ad)
+    assert (res.obs["cell_type"].astype(str) == src.obs["cell_type"].astype(str)).all()

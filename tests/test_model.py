@@ -1,0 +1,184 @@
+"""The scvi-tools model ``SiameseCluModel``: set-up, training, getters, save/load, options."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TRAIN_KW, subsample, top_genes
+
+from scsiam import SiameseCluModel
+
+K = 4
+
+
+@pytest.fixture(scope="module")
+def trained(worm_full):
+    """One model trained once (300 cells, 2 epochs) and shared by the API tests."""
+    adata = subsample(worm_full, 300)
+    SiameseCluModel.setup_anndata(adata)
+    model = SiameseCluModel(adata, n_clusters=K)
+    model.train(**TRAIN_KW)
+    return adata, model
+
+
+@pytest.fixture(scope="module")
+def adata150(worm_full):
+    """150 cells x 300 genes registered once (kNN graph built once) for the option smoke tests."""
+    adata = top_genes(subsample(worm_full, 150, seed=4), 300)
+    SiameseCluModel.setup_anndata(adata)
+    return adata
+
+
+def test_setup_builds_label_free_graph(worm_full):
+    adata = subsample(worm_full, 120, seed=9)
+    obs_before = set(adata.obs.columns)
+    SiameseCluModel.setup_anndata(adata)
+    A = adata.obsp["siamese_connectivities"]
+    assert A.shape == (120, 120)
+    assert (A != A.T).nnz == 0 and (A.diagonal() == 0).all()
+    # scvi-tools adds its own bookkeeping columns only
+    assert all(c.startswith("_scvi") for c in set(adata.obs.columns) - obs_before)
+
+
+def test_latent_representation(trained):
+    adata, model = trained
+    z = model.get_latent_representation()
+    assert z.shape == (adata.n_obs, 16)
+    assert np.isfinite(z).all()
+    assert z.std(0).min() > 0  # not collapsed to a constant
+    # deterministic at inference time
+    np.testing.assert_array_equal(z, model.get_latent_representation())
+    # one inference batch holding every cell is the default for small data
+    np.testing.assert_allclose(z, model.get_latent_representation(batch_size=adata.n_obs), atol=1e-6)
+
+
+def test_predict_hard_and_soft(trained):
+    adata, model = trained
+    labels = model.predict()
+    assert labels.shape == (adata.n_obs,)
+    assert np.issubdtype(labels.dtype, np.integer)
+    assert labels.min() >= 0 and labels.max() < K
+    q = model.predict(soft=True)
+    assert q.shape == (adata.n_obs, K)
+    assert (q >= 0).all()
+    np.testing.assert_allclose(q.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(q.argmax(1), labels)
+    assert model.n_clusters_ == K
+    assert model.module.n_clusters == K
+    assert model.auto_k_ is None
+
+
+def test_history(trained):
+    _, model = trained
+    h = model.history
+    assert isinstance(h, dict) and len(h) > 0
+    assert "train_loss" in h
+    loss = h["train_loss"]
+    assert isinstance(loss, pd.DataFrame)
+    assert len(loss) == TRAIN_KW["max_epochs"]  # one row per epoch over both phases
+    assert np.isfinite(loss.to_numpy(dtype=float)).all()
+    assert "loss_cluster_train" in h
+
+
+def test_no_dense_n_by_n(trained):
+    adata, model = trained
+    n = adata.n_obs
+    for name, t in list(model.module.named_parameters()) + list(model.module.named_buffers()):
+        assert tuple(t.shape) != (n, n), name
+        assert n not in t.shape, f"{name} has shape {tuple(t.shape)} (n_obs={n})"
+    for name, t in model.module.state_dict().items():
+        assert n not in t.shape, name
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    adata, model = trained
+    z = model.get_latent_representation()
+    q = model.predict(soft=True)
+    model.save(tmp_path / "model", overwrite=True)
+    loaded = SiameseCluModel.load(tmp_path / "model", adata=adata)
+    assert loaded.is_trained_
+    assert loaded.n_clusters_ == K
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, atol=1e-5)
+    np.testing.assert_allclose(loaded.predict(soft=True), q, atol=1e-5)
+    assert "train_loss" in loaded.history
+
+
+def test_untrained_model_refuses_getters(worm_full):
+    adata = subsample(worm_full, 60, seed=5)
+    SiameseCluModel.setup_anndata(adata, n_neighbors=5, n_pcs=10)
+    model = SiameseCluModel(adata, n_clusters=3)
+    with pytest.raises(RuntimeError):
+        model.get_latent_representation()
+    with pytest.raises(ValueError, match="max_epochs must be at least 2"):
+        model.train(max_epochs=1, progress_bar=False)
+    with pytest.raises(ValueError, match="n_epochs_pretrain must lie in"):
+        model.train(max_epochs=3, n_epochs_pretrain=3, progress_bar=False)
+    auto = SiameseCluModel(adata, n_clusters=None)
+    with pytest.raises(RuntimeError, match="no cluster centres"):
+        auto.predict()
+
+
+def test_auto_k(worm_full, tmp_path):
+    adata = top_genes(subsample(worm_full, 200, seed=6), 500)
+    SiameseCluModel.setup_anndata(adata)
+    model = SiameseCluModel(adata, n_clusters=None, n_hidden=64)
+    assert model.n_clusters_ is None
+    model.train(**TRAIN_KW)
+    k = model.n_clusters_
+    assert isinstance(k, int) and 2 <= k < adata.n_obs
+    assert model.auto_k_["n_clusters"] == k
+    q = model.predict(soft=True)
+    assert q.shape == (adata.n_obs, k)
+    np.testing.assert_allclose(q.sum(1), 1.0, atol=1e-5)
+    # the centres created after construction survive save/load
+    model.save(tmp_path / "auto", overwrite=True)
+    loaded = SiameseCluModel.load(tmp_path / "auto", adata=adata)
+    assert loaded.module.n_clusters == k
+    np.testing.assert_allclose(loaded.predict(soft=True), q, atol=1e-5)
+
+
+OPTIONS = [
+    {"graph_encoder": "gat"},
+    {"feature_augmentation": "mask"},
+    {"fusion": "concat"},
+    {"fusion_loss": "contrastive"},
+    {"clustering_head": "dec"},
+    {"clustering_head": "gmm"},
+    {"likelihood": "zinb"},
+    {"use_graph": False},
+    {"edge_drop_mode": "similarity"},
+]
+
+
+@pytest.mark.parametrize("kwargs", OPTIONS, ids=lambda d: "-".join(f"{k}={v}" for k, v in d.items()))
+def test_options_run(adata150, kwargs):
+    torch.manual_seed(0)
+    # narrow layers: the options change code paths, not capacity
+    model = SiameseCluModel(adata150, n_clusters=3, n_hidden=64, n_graph_hidden=32, **kwargs)
+    for key, value in kwargs.items():
+        if key in ("likelihood", "use_graph", "fusion_loss", "clustering_head", "edge_drop_mode", "feature_augmentation"):
+            assert getattr(model.module, key) == value
+    model.train(max_epochs=2, batch_size=64, progress_bar=False)
+    z = model.get_latent_representation()
+    assert z.shape == (150, 16) and np.isfinite(z).all()
+    labels = model.predict()
+    assert labels.shape == (150,) and labels.min() >= 0 and labels.max() < 3
+    q = model.predict(soft=True)
+    assert np.isfinite(q).all()
+    np.testing.assert_allclose(q.sum(1), 1.0, atol=1e-5)
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+
+
+def test_option_graph_encoder_and_fusion_are_built(adata150):
+    gat = SiameseCluModel(adata150, n_clusters=3, graph_encoder="gat", fusion="concat")
+    assert gat.module.graph_encoder.kind == "gat"
+    assert gat.module.fusion.mode == "concat"
+    no_graph = SiameseCluModel(adata150, n_clusters=3, use_graph=False)
+    assert no_graph.module.graph_encoder is None and no_graph.module.fusion is None
+
+
+def test_likelihood_validation(adata150):
+    with pytest.raises(ValueError, match="likelihood='gaussian'|is not one of"):
+        SiameseCluModel(adata150, n_clusters=3, likelihood="poisson")
+    m = SiameseCluModel(adata150, n_clusters=3)
+    assert m.module.likelihood == "nb"  # "auto" on counts

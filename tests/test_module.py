@@ -1,0 +1,220 @@
+"""The network (``scsiam.module``): augmentations, components, losses on a batch, no n_obs-sized state."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from conftest import subsample
+
+import scsiam
+from scsiam.data._graph import ppr_graph, symmetrize
+from scsiam.data._sampler import CSRGraph
+from scsiam.module import SiameseModule
+from scsiam.module._components import Fusion, GraphEncoder, SparseLinear, augment_values, drop_edges
+from scsiam.train._splitter import CellSource, GraphDataSplitter
+
+
+# ------------------------------------------------------------------------------- augmentations
+@pytest.mark.parametrize("mode", ["gaussian", "mask"])
+def test_augment_values_differ_between_calls_but_are_seedable(mode):
+    v = torch.rand(500) + 0.5
+    a, b = augment_values(v, mode), augment_values(v, mode)
+    assert not torch.equal(a, b)
+    assert not torch.equal(a, v)
+    torch.manual_seed(123)
+    c = augment_values(v, mode)
+    torch.manual_seed(123)
+    d = augment_values(v, mode)
+    assert torch.equal(c, d)
+    assert v.shape == a.shape
+
+
+def test_augment_values_semantics():
+    v = torch.rand(20_000) + 1.0
+    torch.manual_seed(0)
+    masked = augment_values(v, "mask", mask_rate=0.3)
+    dropped = (masked == 0).float().mean().item()
+    assert dropped == pytest.approx(0.3, abs=0.02)
+    kept = masked != 0
+    assert torch.equal(masked[kept], v[kept])  # masking does not rescale
+    noisy = augment_values(v, "gaussian", sigma=0.1)
+    ratio = noisy / v
+    assert ratio.mean().item() == pytest.approx(1.0, abs=0.01)
+    assert ratio.std().item() == pytest.approx(0.1, abs=0.01)
+    assert torch.equal(augment_values(v, "none"), v)
+    with pytest.raises(ValueError, match="Unknown feature_augmentation"):
+        augment_values(v, "shuffle")
+
+
+def _edges(n_edges=400, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ei = torch.randint(0, 50, (2, n_edges), generator=g)
+    ew = torch.rand(n_edges, generator=g)
+    return ei, ew
+
+
+def test_drop_edges_random_differs_but_is_seedable():
+    ei, ew = _edges()
+    (a, wa), (b, _) = drop_edges(ei, ew, 0.3), drop_edges(ei, ew, 0.3)
+    assert a.shape[1] < ei.shape[1]
+    assert a.shape[1] != b.shape[1] or not torch.equal(a, b)
+    assert wa.shape[0] == a.shape[1]
+    torch.manual_seed(7)
+    c, wc = drop_edges(ei, ew, 0.3)
+    torch.manual_seed(7)
+    d, wd = drop_edges(ei, ew, 0.3)
+    assert torch.equal(c, d) and torch.equal(wc, wd)
+    # the kept edges are a subset of the input, with their own weights
+    orig = {(int(s), int(t), float(w)) for (s, t), w in zip(ei.T, ew, strict=True)}
+    assert {(int(s), int(t), float(w)) for (s, t), w in zip(c.T, wc, strict=True)} <= orig
+
+
+def test_drop_edges_similarity_drops_least_similar():
+    ei, ew = _edges(100)
+    sim = torch.arange(100, dtype=torch.float32).flip(0)  # edge i has similarity 99 - i
+    kept, kw = drop_edges(ei, ew, 0.2, similarity=sim)
+    assert kept.shape[1] == 80
+    torch.testing.assert_close(kept, ei[:, :80])
+    torch.testing.assert_close(kw, ew[:80])
+    # deterministic given the scores
+    again, _ = drop_edges(ei, ew, 0.2, similarity=sim)
+    assert torch.equal(kept, again)
+
+
+def test_drop_edges_rate_zero_is_identity():
+    ei, ew = _edges()
+    a, w = drop_edges(ei, ew, 0.0)
+    assert a is ei and w is ew
+
+
+# ------------------------------------------------------------------------------- components
+def test_sparse_linear_matches_dense():
+    torch.manual_seed(0)
+    lin = SparseLinear(7, 3)
+    dense = torch.rand(5, 7) * (torch.rand(5, 7) > 0.6)
+    out_sparse = lin(dense.to_sparse_csr())
+    torch.testing.assert_close(out_sparse, dense @ lin.weight + lin.bias)
+
+
+def test_bad_component_choices():
+    with pytest.raises(ValueError, match="Unknown graph_encoder"):
+        GraphEncoder(5, 3, kind="sage")
+    with pytest.raises(ValueError, match="Unknown fusion"):
+        Fusion(4, "sum")
+    with pytest.raises(ValueError, match="clustering_head='kmeans' is not one of"):
+        SiameseModule(10, clustering_head="kmeans")
+    with pytest.raises(ValueError, match="likelihood='poisson' is not one of"):
+        SiameseModule(10, likelihood="poisson")
+
+
+def test_gated_fusion_is_convex_combination():
+    torch.manual_seed(0)
+    f = Fusion(4, "gated")
+    a, b = torch.zeros(6, 4), torch.ones(6, 4)
+    z = f(a, b)
+    assert ((z > 0) & (z < 1)).all()
+
+
+# ------------------------------------------------------------------------------- module on a batch
+def _batch(n=80, g=30, seed=0):
+    rng = np.random.default_rng(seed)
+    X = sp.csr_matrix(rng.poisson(1.0, size=(n, g)).astype(np.float32))
+    R = sp.random(n, n, density=0.1, random_state=seed, format="csr")
+    A = symmetrize(R + R.T)
+    split = GraphDataSplitter(CellSource(X), CSRGraph(A), CSRGraph(ppr_graph(A, top_k=5)), batch_size=32, seed=seed)
+    return next(split._iterate(train=True))
+
+
+@pytest.mark.parametrize("likelihood", ["nb", "gaussian"])
+def test_module_loss_is_finite_and_differentiable(likelihood):
+    torch.manual_seed(0)
+    batch = _batch()
+    m = SiameseModule(30, n_clusters=3, likelihood=likelihood, n_hidden=32, n_graph_hidden=16, n_latent=8)
+    m.init_centers(torch.randn(3, 8))  # zero centres give a uniform Q and a zero clustering loss
+    inf = m.inference(batch, augment=True)
+    n_seed = int(batch["n_seed"])
+    assert inf["z"].shape == (n_seed, 8)
+    gen = m.generative(**m._get_generative_input(batch, inf))
+    out = m.loss(batch, inf, gen, cluster_weight=1.0)
+    assert torch.isfinite(out.loss)
+    assert set(out.extra_metrics) == {
+        "loss_reconstruction", "loss_graph", "loss_fusion", "loss_propagation", "loss_cluster",
+    }
+    assert out.extra_metrics["loss_cluster"].item() > 0
+    out.loss.backward()
+    assert m.centers.grad is not None and torch.isfinite(m.centers.grad).all()
+    assert m.gene_encoder.inp.weight.grad.abs().sum() > 0
+    assert m.graph_encoder.inp.weight.grad.abs().sum() > 0
+
+
+def test_module_inference_without_augmentation_is_deterministic():
+    torch.manual_seed(0)
+    batch = _batch()
+    m = SiameseModule(30, n_clusters=3, n_hidden=32, n_graph_hidden=16, n_latent=8).eval()
+    z1 = m.inference(batch, augment=False)["z"]
+    z2 = m.inference(batch, augment=False)["z"]
+    assert torch.equal(z1, z2)
+    za = m.train().inference(batch, augment=True)["z"]
+    assert not torch.allclose(za, z1)
+
+
+@pytest.mark.parametrize("options", [{}, {"feature_augmentation": "mask", "edge_drop_mode": "similarity"}])
+def test_module_views_differ_between_steps_but_are_seedable(options):
+    batch = _batch()
+    torch.manual_seed(0)
+    m = SiameseModule(30, n_clusters=3, n_hidden=32, n_graph_hidden=16, n_latent=8, **options)
+    a = m.inference(batch, augment=True)
+    b = m.inference(batch, augment=True)
+    assert not torch.allclose(a["z"], b["z"])
+    v1, v2 = a["views"]
+    assert not torch.allclose(v1["z_gene"], v2["z_gene"])  # the two views of one step differ too
+    torch.manual_seed(42)
+    c = m.inference(batch, augment=True)
+    torch.manual_seed(42)
+    d = m.inference(batch, augment=True)
+    assert torch.equal(c["z"], d["z"])
+    assert torch.equal(c["edges"][0][0], d["edges"][0][0])
+
+
+def test_module_centres_resize_and_log_q():
+    m = SiameseModule(10, n_latent=4)
+    assert m.n_clusters == 0
+    with pytest.raises(RuntimeError, match="not initialised"):
+        m.log_q(torch.zeros(2, 4))
+    m.init_centers(torch.randn(5, 4))
+    assert m.n_clusters == 5
+    assert m.log_q(torch.zeros(3, 4)).shape == (3, 5)
+    # a state dict with a different number of centres loads (the head is resized)
+    other = SiameseModule(10, n_latent=4, n_clusters=7)
+    m.load_state_dict(other.state_dict())
+    assert m.n_clusters == 7
+    torch.testing.assert_close(m.centers, other.centers)
+
+
+def test_sample_is_not_supported():
+    with pytest.raises(NotImplementedError):
+        SiameseModule(10).sample()
+
+
+# ------------------------------------------------------------------------------- no n_obs-sized state
+def _model_on(adata):
+    scsiam.SiameseCluModel.setup_anndata(adata, n_neighbors=10, n_pcs=20)
+    return scsiam.SiameseCluModel(adata, n_clusters=4)
+
+
+def test_no_parameter_scales_with_n_obs(worm_full):
+    small = subsample(worm_full, 200, seed=2)
+    large = subsample(worm_full, 400, seed=3)
+    m_small, m_large = _model_on(small), _model_on(large)
+    shapes_small = [(n, tuple(p.shape)) for n, p in m_small.module.named_parameters()]
+    shapes_large = [(n, tuple(p.shape)) for n, p in m_large.module.named_parameters()]
+    assert shapes_small == shapes_large
+    assert len(shapes_small) > 10
+    sd_small = {k: tuple(v.shape) for k, v in m_small.module.state_dict().items()}
+    sd_large = {k: tuple(v.shape) for k, v in m_large.module.state_dict().items()}
+    assert sd_small == sd_large
+    for m, n in ((m_small, 200), (m_large, 400)):
+        for name, t in m.module.state_dict().items():
+            assert n not in t.shape, f"{name} has shape {tuple(t.shape)} with n_obs={n}"
+        for name, t in m.module.named_buffers():
+            assert n not in t.shape, f"buffer {name} has shape {tuple(t.shape)} with n_obs={n}"
