@@ -23,9 +23,9 @@ from ._losses import (
     jsd,
     kl_target,
     nt_xent,
+    ot_target,
     propagate,
     sample_correlation_loss,
-    ot_target,
     sinkhorn_potentials,
     student_t_log_q,
 )
