@@ -282,7 +282,10 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         trainer_kwargs.setdefault("enable_progress_bar", progress_bar)
         trainer_kwargs.setdefault("log_every_n_steps", 1)
         trainer_kwargs.setdefault("enable_checkpointing", False)
-        trainer_kwargs.setdefault("use_distributed_sampler", False)
+        trainer_kwargs.setdefault("use_distributed_sampler", False)  # the splitter shards seeds by rank
+        if trainer_kwargs.get("strategy") == "ddp":
+            # heads that a likelihood or phase leaves unused (e.g. the ZINB dropout head under NB)
+            trainer_kwargs["strategy"] = "ddp_find_unused_parameters_true"
         plan_kwargs = dict(plan_kwargs or {})
         plan_kwargs.setdefault("lr", lr)
 

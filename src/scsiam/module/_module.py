@@ -193,6 +193,14 @@ class SiameseModule(BaseModuleClass):
         self.ot_log_v = torch.zeros(k, device=centers.device)
         self.ot_steps.zero_()
 
+    def set_phase(self, phase: str) -> None:
+        """Freeze the cluster-head parameters a phase does not use (needed by DDP, harmless otherwise)."""
+        clustering = phase == "cluster"
+        self.centers.requires_grad_(clustering)
+        gmm = clustering and self.clustering_head == "gmm"
+        self.log_var.requires_grad_(gmm)
+        self.log_pi.requires_grad_(gmm)
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         key = prefix + "centers"
         if key in state_dict and state_dict[key].shape != self.centers.shape:

@@ -143,6 +143,8 @@ def siamese_clu(
 
     uns_entry = {"params": params, "version": scsiam.__version__}
 
+    if not _is_main_process():  # under DDP only rank 0 writes results
+        return model if return_model else None
     # everything is computed: write the documented keys now, all or nothing
     out = target.copy() if copy else target
     obs_new = {f"{key_added}_clusters": pd.Categorical(clusters, categories=clusters.categories)}
@@ -161,6 +163,12 @@ def siamese_clu(
     if return_model:
         return (out, model) if copy else model
     return out if copy else None
+
+
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def write_atomically(target, *, obsm: dict, obs: dict, uns: dict) -> None:

@@ -43,6 +43,7 @@ class SiameseTrainingPlan(TrainingPlan):
     ):
         if phase not in ("pretrain", "cluster"):
             raise ValueError(f"phase must be 'pretrain' or 'cluster', got {phase!r}.")
+        module.set_phase(phase)
         super().__init__(module, **kwargs)
         self.phase = phase
         self.cluster_weight = float(cluster_weight)
