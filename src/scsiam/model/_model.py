@@ -307,7 +307,11 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         plan = SiameseTrainingPlan(
             self.module, phase="cluster", cluster_weight=cluster_weight, ramp_epochs=ramp_epochs, tol=tol, n_obs=n_obs, **plan_kwargs
         )
-        self._run(plan, splitter, max_epochs - n_pre, accelerator, devices, trainer_kwargs)
+        try:
+            self._run(plan, splitter, max_epochs - n_pre, accelerator, devices, trainer_kwargs)
+        except BaseException:
+            self.is_trained_ = False  # no half-trained model behind the getters
+            raise
         self.is_trained_ = True
 
     def _run(self, plan, splitter, epochs, accelerator, devices, trainer_kwargs):
@@ -315,7 +319,13 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             self, training_plan=plan, data_splitter=splitter, max_epochs=epochs,
             accelerator=accelerator, devices=devices, **trainer_kwargs,
         )
-        runner()
+        try:
+            runner()
+        except SystemExit as e:
+            # Lightning turns Ctrl-C into sys.exit(1) after a graceful stop; give callers the interrupt back
+            if getattr(runner.trainer, "interrupted", False):
+                raise KeyboardInterrupt from e
+            raise
 
     # ------------------------------------------------------------------------------ getters
     @torch.inference_mode()
@@ -368,16 +378,33 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
 
     # ------------------------------------------------------------------------------ new data
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
-        if adata is not None and self.get_anndata_manager(adata) is None:
-            self._prepare_new_adata(adata)
+        if adata is not None and adata is not self.adata:
+            if self.get_anndata_manager(adata) is None:
+                self._prepare_new_adata(adata)
+            else:
+                self._check_genes(adata)
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
     def _prepare_new_adata(self, adata) -> None:
         """Check new cells against the training set-up and give them a cell graph (inductive use)."""
         if not isinstance(adata, AnnData):
             raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
+        self._check_genes(adata)
         registry = self.registry_
-        expected = np.asarray(registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"])
+        args = registry["setup_args"]
+        check_n_obs(adata.n_obs)
+        check_finite(get_layer(adata, args.get("layer")), "the new data's expression matrix")
+        graph_key = registry["field_registries"][SIAM_REGISTRY_KEYS.GRAPH_KEY]["data_registry"]["attr_key"]
+        if graph_key not in adata.obsp:
+            if graph_key != DEFAULT_GRAPH_KEY:
+                raise KeyError(
+                    f"The model was set up with the graph adata.obsp[{graph_key!r}], which the new data lack. "
+                    "Compute the same kind of graph on the new data first."
+                )
+            adata.obsp[DEFAULT_GRAPH_KEY] = build_graph(adata, **args)
+
+    def _check_genes(self, adata) -> None:
+        expected = np.asarray(self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"])
         got = np.asarray(adata.var_names)
         if got.shape != expected.shape or not (got == expected).all():
             missing = np.setdiff1d(expected, got)
@@ -390,17 +417,6 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
                 f"The new data's genes do not match the {expected.size} genes the model was trained on: {hint}. "
                 "Subset and order them first: `adata = adata[:, model.adata.var_names].copy()`."
             )
-        args = registry["setup_args"]
-        check_n_obs(adata.n_obs)
-        check_finite(get_layer(adata, args.get("layer")), "the new data's expression matrix")
-        graph_key = registry["field_registries"][SIAM_REGISTRY_KEYS.GRAPH_KEY]["data_registry"]["attr_key"]
-        if graph_key not in adata.obsp:
-            if graph_key != DEFAULT_GRAPH_KEY:
-                raise KeyError(
-                    f"The model was set up with the graph adata.obsp[{graph_key!r}], which the new data lack. "
-                    "Compute the same kind of graph on the new data first."
-                )
-            adata.obsp[DEFAULT_GRAPH_KEY] = build_graph(adata, **args)
 
     # ------------------------------------------------------------------------------ save / load
     def save(self, dir_path: str, prefix: str | None = None, overwrite: bool = False, save_anndata: bool = False, **kwargs):
@@ -501,10 +517,16 @@ def build_graph(
 
 
 def default_schedule(n_obs: int) -> dict:
-    """Epochs and batch size chosen from the number of cells (about 3000 optimiser steps, capped)."""
+    """Epochs and batch size chosen from the number of cells: about 1500 optimiser steps, 20–60 epochs.
+
+    Small data get more epochs, large data fewer (each epoch already holds many steps), so the
+    total work grows about linearly with the number of cells.
+    """
     batch_size = 256 if n_obs <= 50_000 else 512
     steps_per_epoch = max(1, math.ceil(n_obs / batch_size))
-    max_epochs = int(np.clip(math.ceil(3000 / steps_per_epoch), 10, 100))
+    max_epochs = int(np.clip(math.ceil(1500 / steps_per_epoch), 20, 60))
+    if n_obs > 50_000:
+        max_epochs = int(np.clip(math.ceil(1500 / steps_per_epoch), 6, 20))
     return {"batch_size": batch_size, "max_epochs": max_epochs}
 
 
@@ -588,6 +610,8 @@ def _read_model_file(path: str, trusted: bool) -> dict:
     import pickle
     import zipfile
 
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path!r} is corrupt or truncated and cannot be read (not a torch zip archive).")
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
