@@ -16,7 +16,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
+from anndata import AnnData
 from conftest import TL_KW, TRAIN_KW, assert_unchanged, snapshot, subsample
 from scvi.module.base import LossOutput
 
@@ -577,3 +579,49 @@ def test_reproducible_across_processes(tmp_path):
     assert set(labels[0]) <= {"0", "1", "2", "3"}
     assert labels[0] == labels[1]
     np.testing.assert_allclose(np.load(tmp_path / "z0.npy"), np.load(tmp_path / "z1.npy"), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- checkpoint and resume
+def _ckpt_data():
+    rng = np.random.default_rng(0)
+    centers = rng.gamma(1.0, 1.0, (3, 40))
+    labels = rng.integers(0, 3, 200)
+    return AnnData(sp.csr_matrix(rng.poisson(centers[labels] * 2).astype(np.float32)))
+
+
+def _ckpt_fit(base, checkpoint_dir=None, stop_at=None, monkeypatch=None):
+    from scsiam import SiameseCluModel
+    from scsiam.train import SiameseTrainingPlan
+
+    adata = base.copy()
+    SiameseCluModel.setup_anndata(adata)
+    torch.manual_seed(0)
+    model = SiameseCluModel(adata, n_clusters=3, n_latent=8)
+    if stop_at is not None:
+        original = SiameseTrainingPlan.training_step
+        calls = {"n": 0}
+
+        def step(self, batch, batch_idx):
+            calls["n"] += 1
+            if calls["n"] == stop_at:
+                raise KeyboardInterrupt
+            return original(self, batch, batch_idx)
+
+        monkeypatch.setattr(SiameseTrainingPlan, "training_step", step)
+    model.train(max_epochs=6, batch_size=64, progress_bar=False, seed=0, checkpoint_dir=checkpoint_dir)
+    return model.predict(soft=True)
+
+
+@pytest.mark.parametrize("stop_at", [6, 22], ids=["pretraining", "clustering"])
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch, stop_at):
+    base = _ckpt_data()
+    reference = _ckpt_fit(base)
+    ckdir = str(tmp_path / "ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        _ckpt_fit(base, ckdir, stop_at, monkeypatch)
+    monkeypatch.undo()
+    assert os.path.exists(os.path.join(ckdir, "pretrain.ckpt"))
+    if stop_at == 22:  # 4 steps per epoch, 3 pretraining epochs: step 22 is in clustering epoch 2
+        assert os.path.exists(os.path.join(ckdir, "cluster.ckpt"))
+    resumed = _ckpt_fit(base, ckdir)
+    np.testing.assert_allclose(resumed, reference, atol=1e-6)

@@ -231,6 +231,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         devices: int | list[int] | str = "auto",
         progress_bar: bool | None = None,
         seed: int | None = None,
+        checkpoint_dir: str | None = None,
         plan_kwargs: dict | None = None,
         **trainer_kwargs,
     ):
@@ -262,6 +263,10 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             Show progress bars (default: on, except when the environment variable ``CI`` is set).
         seed
             Seed of sampling, augmentation and KMeans (default: ``scvi.settings.seed`` or 0).
+        checkpoint_dir
+            Folder for a checkpoint written after every epoch (``pretrain.ckpt``, ``cluster.ckpt``).
+            When it already holds checkpoints of an interrupted run, training resumes from them;
+            on CPU with the same seed the result equals an uninterrupted run.
         plan_kwargs
             Extra arguments of :class:`~scsiam.train.SiameseTrainingPlan`.
         **trainer_kwargs
@@ -290,31 +295,44 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         plan_kwargs.setdefault("lr", lr)
 
         splitter = self._splitter(batch_size=batch_size, fanout=fanout, num_hops=num_hops, seed=seed)
-        # phase 1: pretraining (no clustering term)
-        torch.manual_seed(seed)
-        self._run(SiameseTrainingPlan(self.module, phase="pretrain", **plan_kwargs), splitter, n_pre, accelerator, devices, trainer_kwargs)
-        # centre initialisation on the pretrained embedding
-        z = self.get_latent_representation(batch_size=max(batch_size, 1024))
-        k = self.n_clusters_
-        if k is None:
-            k, info = estimate_n_clusters(z, random_state=seed)
-            self.auto_k_ = {"n_clusters": k, **info}
-            logger.info("Estimated %d clusters without labels.", k)
-        self.module.init_centers(torch.as_tensor(kmeans_centers(z, k, seed)))
+        ckpt = _Checkpoints(checkpoint_dir)
+        resume_cluster = ckpt.exists("cluster")
+        if not resume_cluster:
+            # phase 1: pretraining (no clustering term)
+            torch.manual_seed(seed)
+            plan = SiameseTrainingPlan(self.module, phase="pretrain", **plan_kwargs)
+            self._run(plan, splitter, n_pre, accelerator, devices, trainer_kwargs, ckpt, "pretrain")
+            # centre initialisation on the pretrained embedding
+            z = self.get_latent_representation(batch_size=max(batch_size, 1024))
+            k = self.n_clusters_
+            if k is None:
+                k, info = estimate_n_clusters(z, random_state=seed)
+                self.auto_k_ = {"n_clusters": k, **info}
+                logger.info("Estimated %d clusters without labels.", k)
+            self.module.init_centers(torch.as_tensor(kmeans_centers(z, k, seed)))
+        else:
+            # resuming the clustering phase: centres (and k) come from its checkpoint
+            k = ckpt.n_clusters("cluster")
+            self.module.init_centers(torch.zeros(k, self.module.n_latent))
         self.n_clusters_ = k
         self.module.train()  # inference switched to eval mode; phase 2 trains with dropout again
-        # phase 2: clustering
+        # phase 2: clustering, from a state that does not depend on how phase 1 ran (or resumed)
+        torch.manual_seed(seed + 1)
+        splitter._epoch = n_pre
         plan = SiameseTrainingPlan(
             self.module, phase="cluster", cluster_weight=cluster_weight, ramp_epochs=ramp_epochs, tol=tol, n_obs=n_obs, **plan_kwargs
         )
         try:
-            self._run(plan, splitter, max_epochs - n_pre, accelerator, devices, trainer_kwargs)
+            self._run(plan, splitter, max_epochs - n_pre, accelerator, devices, trainer_kwargs, ckpt, "cluster")
         except BaseException:
             self.is_trained_ = False  # no half-trained model behind the getters
             raise
         self.is_trained_ = True
 
-    def _run(self, plan, splitter, epochs, accelerator, devices, trainer_kwargs):
+    def _run(self, plan, splitter, epochs, accelerator, devices, trainer_kwargs, ckpt=None, phase=None):
+        trainer_kwargs = dict(trainer_kwargs)
+        if ckpt is not None and ckpt.dir is not None:
+            trainer_kwargs.update(ckpt.trainer_kwargs(phase, trainer_kwargs.get("callbacks")))
         runner = self._train_runner_cls(
             self, training_plan=plan, data_splitter=splitter, max_epochs=epochs,
             accelerator=accelerator, devices=devices, **trainer_kwargs,
@@ -514,6 +532,43 @@ def build_graph(
         groups = None if batch_key is None else adata.obs[batch_key].to_numpy()
         spatial = spatial_knn_graph(adata.obsm[spatial_key], n_neighs=n_spatial_neighbors, groups=groups)
     return combine_graphs(expr, spatial, spatial_weight)
+
+
+class _Checkpoints:
+    """Per-phase Lightning checkpoints in one folder (``pretrain.ckpt``, ``cluster.ckpt``)."""
+
+    def __init__(self, directory: str | None):
+        self.dir = directory
+        if directory is not None:
+            import os
+
+            os.makedirs(directory, exist_ok=True)
+
+    def path(self, phase: str) -> str:
+        import os
+
+        return os.path.join(self.dir, f"{phase}.ckpt")
+
+    def exists(self, phase: str) -> bool:
+        import os
+
+        return self.dir is not None and os.path.exists(self.path(phase))
+
+    def n_clusters(self, phase: str) -> int:
+        state = torch.load(self.path(phase), map_location="cpu", weights_only=False)["state_dict"]
+        return int(state["module.centers"].shape[0])
+
+    def trainer_kwargs(self, phase: str, callbacks=None) -> dict:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        cb = ModelCheckpoint(
+            dirpath=self.dir, filename=phase, every_n_epochs=1, save_top_k=1, enable_version_counter=False,
+            save_on_train_epoch_end=True,
+        )
+        out = {"callbacks": [*(callbacks or []), cb], "enable_checkpointing": True}
+        if self.exists(phase):
+            out["ckpt_path"] = self.path(phase)
+        return out
 
 
 def default_schedule(n_obs: int) -> dict:

@@ -90,6 +90,40 @@ class SiameseTrainingPlan(TrainingPlan):
                 self.trainer.should_stop = True
         self._prev = cur
 
+    # ------------------------------------------------------------------ checkpoint and resume
+    def on_save_checkpoint(self, checkpoint) -> None:
+        """Store what a resumed run needs to continue exactly: RNG, sampler epoch, OT memory, assignments."""
+        m = self.module
+        checkpoint["scsiam"] = {
+            "torch_rng": torch.get_rng_state(),
+            "sampler_epoch": getattr(self.trainer.datamodule, "_epoch", None),
+            "bank": m.bank.detach().cpu().clone(),
+            "bank_fill": int(m.bank_fill),
+            "bank_ptr": int(m.bank_ptr),
+            "ot_log_v": m.ot_log_v.detach().cpu().clone(),
+            "ot_steps": int(m.ot_steps),
+            "assign": None if self._assign is None else torch.from_numpy(self._assign.copy()),
+            "prev": None if self._prev is None else torch.from_numpy(self._prev.copy()),
+        }
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        state = checkpoint.get("scsiam")
+        if state is None:
+            return
+        m = self.module
+        torch.set_rng_state(state["torch_rng"])
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and state["sampler_epoch"] is not None:
+            dm._epoch = int(state["sampler_epoch"])
+        m.bank.copy_(state["bank"].to(m.bank.device))
+        m.bank_fill.fill_(state["bank_fill"])
+        m.bank_ptr.fill_(state["bank_ptr"])
+        m.ot_log_v = state["ot_log_v"].to(m.centers.device)
+        m.ot_steps.fill_(state["ot_steps"])
+        if state["assign"] is not None:
+            self._assign = state["assign"].numpy().copy()
+        self._prev = None if state["prev"] is None else state["prev"].numpy().copy()
+
     def validation_step(self, batch, batch_idx):  # no validation split for a transductive graph model
         return None
 

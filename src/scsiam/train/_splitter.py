@@ -154,7 +154,5 @@ class GraphDataSplitter(pl.LightningDataModule):
             yield make_batch(self.source, self.graph, self.ppr, nodes, seeds.numel())
 
     def train_dataloader(self):
+        """Stream of subgraph minibatches (a fresh shuffle and neighbour draw every epoch)."""
         return DataLoader(_SubgraphStream(self, True), batch_size=None, num_workers=0)
-
-    def val_dataloader(self):
-        return None
