@@ -216,15 +216,15 @@ class SiameseModule(BaseModuleClass):
         return student_t_log_q(z, self.centers, self.nu)
 
     # ----------------------------------------------------------------------------- encoding
-    def _node_values(self, tensors) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row index and encoder input values (log-normalised counts) of the sparse node matrix."""
+    def _node_values(self, tensors) -> torch.Tensor:
+        """Encoder input values of the sparse node matrix (log-normalised counts, or values as given)."""
         indptr, vals = tensors["X_indptr"], tensors["X_values"]
+        if self.likelihood == "gaussian":
+            return vals
         n_nodes = indptr.numel() - 1
         row = torch.repeat_interleave(torch.arange(n_nodes, device=vals.device), indptr.diff())
-        if self.likelihood == "gaussian":
-            return row, vals
         lib = torch.zeros(n_nodes, device=vals.device, dtype=vals.dtype).index_add_(0, row, vals).clamp_min(1.0)
-        return row, torch.log1p(vals / lib[row] * self.target_sum)
+        return torch.log1p(vals / lib[row] * self.target_sum)
 
     def _features(self, tensors, values: torch.Tensor) -> torch.Tensor:
         """Sparse CSR node matrix with the given values."""
@@ -261,7 +261,7 @@ class SiameseModule(BaseModuleClass):
         of the fused embeddings computed on the two graph views.
         """
         n_seed = int(tensors["n_seed"])
-        _, vals = self._node_values(tensors)
+        vals = self._node_values(tensors)
         prot = tensors.get("protein")
         (e1, w1), (e2, w2) = self._graph_views(tensors)
         xn = self._features(tensors, vals)

@@ -65,7 +65,7 @@ class SiameseTrainingPlan(TrainingPlan):
         generative_outputs = self.module.generative(**gen_in)
         out = self.module.loss(batch, inference_outputs, generative_outputs, cluster_weight=lam)
         n_seed = int(batch["n_seed"])
-        check_finite(out)
+        check_loss_finite(out)
         if self._assign is not None and self.module.n_clusters > 0:
             with torch.no_grad():
                 hard = self.module.log_q(inference_outputs["z"].detach()).argmax(1).cpu().numpy()
@@ -128,7 +128,7 @@ class SiameseTrainingPlan(TrainingPlan):
         return None
 
 
-def check_finite(out) -> None:
+def check_loss_finite(out) -> None:
     """Stop with a clear error naming the loss term that became NaN or inf."""
     if torch.isfinite(out.loss):
         return

@@ -28,9 +28,7 @@ class CellSource:
 
     def rows(self, idx: np.ndarray, n_dense: int) -> dict[str, torch.Tensor]:
         """Rows ``idx`` as CSR arrays (all nodes) plus dense rows of the first ``n_dense`` (seeds)."""
-        x = self.X[idx]
-        x = x if sp.issparse(x) else sp.csr_matrix(x)
-        x = sp.csr_matrix(x)
+        x = sp.csr_matrix(self.X[idx])
         out = {
             "X": torch.from_numpy(np.ascontiguousarray(x[:n_dense].toarray())),
             "X_indptr": torch.from_numpy(x.indptr.astype(np.int64)),
