@@ -337,6 +337,12 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             self, training_plan=plan, data_splitter=splitter, max_epochs=epochs,
             accelerator=accelerator, devices=devices, **trainer_kwargs,
         )
+        if ckpt is not None and ckpt.dir is not None:
+            # scvi's Trainer adds its own SaveCheckpoint (monitoring a validation loss this model does
+            # not have) whenever checkpointing is on; the per-phase ModelCheckpoint is the one wanted
+            from scvi.train import SaveCheckpoint
+
+            runner.trainer.callbacks[:] = [c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)]
         try:
             runner()
         except SystemExit as e:
@@ -565,7 +571,8 @@ class _Checkpoints:
             dirpath=self.dir, filename=phase, every_n_epochs=1, save_top_k=1, enable_version_counter=False,
             save_on_train_epoch_end=True,
         )
-        out = {"callbacks": [*(callbacks or []), cb], "enable_checkpointing": True}
+        # default_root_dir: keep Lightning's own log folder inside the checkpoint folder, not the cwd
+        out = {"callbacks": [*(callbacks or []), cb], "enable_checkpointing": True, "default_root_dir": self.dir}
         if self.exists(phase):
             out["ckpt_path"] = self.path(phase)
         return out
