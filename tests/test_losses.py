@@ -10,6 +10,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import xlogy
 
 from scsiam.data._graph import gcn_normalize
+from scsiam.module._components import normalized_adjacency
 from scsiam.module import _losses as L
 
 
@@ -209,5 +210,38 @@ def test_propagate_matches_dense_gcn_normalisation():
     ei = torch.tensor(np.vstack([coo.row, coo.col]), dtype=torch.long)
     ew = torch.tensor(coo.data)
     ref = gcn_normalize(A).toarray() @ h.numpy()
-    np.testing.assert_allclose(L.propagate(h, ei, ew).numpy(), ref, atol=1e-10)
-    np.testing.assert_allclose(L.propagate(h, ei, ew, n_rows=2).numpy(), ref[:2], atol=1e-10)
+    adj = normalized_adjacency(ei, ew, 4)
+    np.testing.assert_allclose(L.propagate(h, adj).numpy(), ref, atol=1e-10)
+    np.testing.assert_allclose(L.propagate(h, adj, n_rows=2).numpy(), ref[:2], atol=1e-10)
+
+
+def test_gcn_on_normalized_adjacency_equals_edge_list_gcn():
+    """The sparse-matrix GCN path gives torch-geometric's edge-list result, directed edges included."""
+    from torch_geometric.nn import GCNConv
+
+    g = torch.Generator().manual_seed(3)
+    n, E = 30, 120
+    ei = torch.randint(0, n, (2, E), generator=g)
+    ew = torch.rand(E, generator=g)
+    x = torch.randn(n, 5, generator=g)
+    ref_conv = GCNConv(5, 4)
+    conv = GCNConv(5, 4, normalize=False)
+    conv.load_state_dict(ref_conv.state_dict())
+    expected = ref_conv(x, ei, ew)
+    got = conv(x, normalized_adjacency(ei, ew, n))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sparse_nb_log_likelihood_matches_scvi_dense():
+    from scvi.distributions import NegativeBinomial
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.poisson(torch.rand(6, 9, generator=g) * 2) * (torch.rand(6, 9, generator=g) > 0.5)
+    mu = torch.rand(6, 9, generator=g) * 3 + 0.01
+    theta = torch.rand(9, generator=g) * 5 + 0.1
+    csr = sp.csr_matrix(x.numpy())
+    got = L.nb_log_likelihood_sparse(
+        mu, theta, torch.from_numpy(csr.indptr).long(), torch.from_numpy(csr.indices).long(), torch.from_numpy(csr.data)
+    )
+    expected = NegativeBinomial(mu=mu, theta=theta).log_prob(x).sum(1)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)

@@ -86,8 +86,27 @@ class GeneEncoder(nn.Module):
         return self.out(self.body(self.head(self.inp(x))))
 
 
+def normalized_adjacency(edge_index: torch.Tensor, edge_weight: torch.Tensor | None, n: int) -> torch.Tensor:
+    """``Â = D^-1/2 (A + I) D^-1/2`` as a sparse CSR matrix indexed ``[target, source]``.
+
+    The normalisation is torch-geometric's ``gcn_norm``. Handing the normalised matrix to
+    ``GCNConv(normalize=False)`` makes message passing one sparse-dense product, several times
+    faster on CPU than gather/scatter over an edge list, and lets both layers and the
+    propagation regulariser share one normalisation.
+    """
+    from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+    ei, w = gcn_norm(edge_index, edge_weight, num_nodes=n, add_self_loops=True)
+    adj = torch.sparse_coo_tensor(torch.stack([ei[1], ei[0]]), w, (n, n), check_invariants=False)
+    return adj.coalesce().to_sparse_csr()
+
+
 class GraphEncoder(nn.Module):
-    """A (sparse) input projection, then two torch-geometric graph layers (GCN or GAT); returns each layer's output."""
+    """A (sparse) input projection, then two torch-geometric graph layers (GCN or GAT); returns each layer's output.
+
+    GCN layers take the normalised adjacency from :func:`normalized_adjacency`; GAT layers take
+    the edge list.
+    """
 
     def __init__(self, n_input: int, n_latent: int, n_hidden: int = 128, kind: str = "gcn", dropout: float = 0.1):
         super().__init__()
@@ -95,8 +114,8 @@ class GraphEncoder(nn.Module):
 
         self.inp = SparseLinear(n_input, n_hidden)
         if kind == "gcn":
-            self.conv1 = GCNConv(n_hidden, n_hidden)
-            self.conv2 = GCNConv(n_hidden, n_latent)
+            self.conv1 = GCNConv(n_hidden, n_hidden, normalize=False)
+            self.conv2 = GCNConv(n_hidden, n_latent, normalize=False)
         elif kind == "gat":
             heads = 4
             self.conv1 = GATConv(n_hidden, n_hidden // heads, heads=heads, dropout=dropout)
@@ -108,15 +127,11 @@ class GraphEncoder(nn.Module):
         self.act = nn.LeakyReLU()
         self.dropout = nn.Dropout(dropout)
 
-    def _conv(self, conv, x, edge_index, edge_weight):
-        if self.kind == "gcn":
-            return conv(x, edge_index, edge_weight)
-        return conv(x, edge_index)
-
-    def forward(self, x, edge_index, edge_weight) -> list[torch.Tensor]:
+    def forward(self, x, graph: torch.Tensor) -> list[torch.Tensor]:
+        """``graph``: the normalised sparse adjacency (GCN) or the ``2 × E`` edge list (GAT)."""
         h0 = self.inp(x)
-        h1 = self.dropout(self.act(self.norm(self._conv(self.conv1, h0, edge_index, edge_weight))))
-        h2 = self._conv(self.conv2, h1, edge_index, edge_weight)
+        h1 = self.dropout(self.act(self.norm(self.conv1(h0, graph))))
+        h2 = self.conv2(h1, graph)
         return [h1, h2]
 
 

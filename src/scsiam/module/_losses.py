@@ -87,6 +87,31 @@ def sinkhorn_target(
     return ot_target(log_q.double(), log_v.double(), eps).to(log_q.dtype)
 
 
+def nb_log_likelihood_sparse(
+    mu: torch.Tensor, theta: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor, eps: float = 1e-8
+) -> torch.Tensor:
+    """Per-cell negative-binomial log-likelihood ``Σ_g log NB(x_cg | μ_cg, θ_g)`` of CSR counts.
+
+    Same value as summing ``scvi.distributions.NegativeBinomial(mu, theta).log_prob(x)`` over
+    genes, but the ``lgamma`` terms (and their ``digamma`` gradients) vanish at ``x = 0`` and are
+    evaluated on the stored counts only; on 90-99 % sparse expression this is the dominant cost
+    of a training step when done densely, which is why it is written out here.
+    """
+    n, g = mu.shape
+    log_theta_mu = torch.log(theta + mu + eps)
+    ll = (theta * (torch.log(theta + eps) - log_theta_mu)).sum(1)
+    row = torch.repeat_interleave(torch.arange(n, device=mu.device), indptr.diff())
+    flat = row * g + indices
+    th = theta.expand(n, g).reshape(-1)[flat] if theta.dim() == 2 else theta[indices]
+    nz = (
+        counts * (torch.log(mu.reshape(-1)[flat] + eps) - log_theta_mu.reshape(-1)[flat])
+        + torch.lgamma(counts + th)
+        - torch.lgamma(th)
+        - torch.lgamma(counts + 1.0)
+    )
+    return ll.index_add(0, row, nz)
+
+
 def dec_target(log_q: torch.Tensor) -> torch.Tensor:
     """DEC's sharpened target ``p_ik ∝ q_ik² / f_k`` with ``f_k = Σ_i q_ik``."""
     q = log_q.exp().detach()
@@ -166,16 +191,10 @@ def edge_reconstruction_loss(
     return F.binary_cross_entropy_with_logits(logits, labels)
 
 
-def propagate(
-    h: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None, n_rows: int | None = None
-) -> torch.Tensor:
-    """Rows ``:n_rows`` of ``Â h`` with ``Â = D^-1/2 (A + I) D^-1/2`` (torch-geometric's GCN normalisation)."""
-    from torch_geometric.nn.conv.gcn_conv import gcn_norm
-
-    n = h.shape[0]
-    ei, w = gcn_norm(edge_index, edge_weight, num_nodes=n, add_self_loops=True)
-    n_rows = n if n_rows is None else n_rows
-    keep = ei[1] < n_rows
-    src, dst, w = ei[0][keep], ei[1][keep], w[keep]
-    out = h.new_zeros(n_rows, h.shape[1])
-    return out.index_add_(0, dst, h[src] * w[:, None])
+def propagate(h: torch.Tensor, adj: torch.Tensor, n_rows: int | None = None) -> torch.Tensor:
+    """Rows ``:n_rows`` of ``Â h`` for a normalised sparse CSR adjacency ``Â`` (see ``normalized_adjacency``)."""
+    n_rows = adj.shape[0] if n_rows is None else n_rows
+    indptr = adj.crow_indices()
+    end = int(indptr[n_rows])
+    head = torch.sparse_csr_tensor(indptr[: n_rows + 1], adj.col_indices()[:end], adj.values()[:end], (n_rows, adj.shape[1]))
+    return head @ h

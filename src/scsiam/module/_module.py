@@ -14,7 +14,7 @@ from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput
 from scvi.nn import DecoderSCVI, FCLayers
 
-from ._components import Fusion, GeneEncoder, GraphEncoder, augment_values, drop_edges
+from ._components import Fusion, GeneEncoder, GraphEncoder, augment_values, drop_edges, normalized_adjacency
 from ._losses import (
     dec_target,
     edge_reconstruction_loss,
@@ -22,6 +22,7 @@ from ._losses import (
     gaussian_log_q,
     jsd,
     kl_target,
+    nb_log_likelihood_sparse,
     nt_xent,
     ot_target,
     propagate,
@@ -238,12 +239,13 @@ class SiameseModule(BaseModuleClass):
             z_gene = 0.5 * (z_gene + self.protein_encoder(prot[:n_seed]))
         if not self.use_graph:
             return {"z": z_gene, "z_gene": z_gene}
-        hs = self.graph_encoder(x, edge_index, edge_weight)
+        adj = normalized_adjacency(edge_index, edge_weight, x.shape[0])
+        hs = self.graph_encoder(x, adj if self.graph_encoder.kind == "gcn" else edge_index)
         if self.protein_encoder is not None:
             hs[-1] = 0.5 * (hs[-1] + self.protein_encoder(prot))
         z_graph_all = hs[-1]
         z = self.fusion(z_gene, z_graph_all[:n_seed])
-        return {"z": z, "z_gene": z_gene, "z_graph": z_graph_all[:n_seed], "z_graph_all": z_graph_all, "hs": hs}
+        return {"z": z, "z_gene": z_gene, "z_graph": z_graph_all[:n_seed], "z_graph_all": z_graph_all, "hs": hs, "adj": adj}
 
     def _graph_views(self, tensors):
         ei, ew = tensors["edge_index"], tensors["edge_weight"]
@@ -350,6 +352,12 @@ class SiameseModule(BaseModuleClass):
         x = tensors["X"][:n_seed]
         if self.likelihood == "gaussian":
             rec = F.mse_loss(generative_outputs["mean"], inference_outputs["xn"], reduction="none").mean(1)
+        elif self.likelihood == "nb":
+            px = generative_outputs["px"]
+            indptr = tensors["X_indptr"][: n_seed + 1]
+            end = int(indptr[-1])
+            ll = nb_log_likelihood_sparse(px.mu, px.theta, indptr, tensors["X_indices"][:end], tensors["X_values"][:end])
+            rec = -ll / self.n_input
         else:
             rec = -generative_outputs["px"].log_prob(x).mean(1)
         if "protein_mean" in generative_outputs:
@@ -365,9 +373,9 @@ class SiameseModule(BaseModuleClass):
                 edge_reconstruction_loss(v1["z_graph_all"], e1, n_seed)
                 + edge_reconstruction_loss(v2["z_graph_all"], e2, n_seed)
             )
-            for v, (ei, ew) in zip((v1, v2), inference_outputs["edges"], strict=True):
+            for v in (v1, v2):
                 for h in v["hs"]:
-                    l_prop = l_prop + jsd(propagate(h, ei, ew, n_seed), h[:n_seed]) / (2 * len(v["hs"]))
+                    l_prop = l_prop + jsd(propagate(h, v["adj"], n_seed), h[:n_seed]) / (2 * len(v["hs"]))
         l_cluster = zero
         if cluster_weight > 0 and self.n_clusters > 0:
             l_cluster, _ = self.cluster_loss(inference_outputs["z"])
