@@ -10,8 +10,8 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import xlogy
 
 from scsiam.data._graph import gcn_normalize
-from scsiam.module._components import normalized_adjacency
 from scsiam.module import _losses as L
+from scsiam.module._components import normalized_adjacency
 
 
 def _log_q(n=200, k=5, scale=1.0, seed=0):
@@ -190,7 +190,10 @@ def test_correlation_losses_zero_for_ideal_views():
     g = torch.Generator().manual_seed(10)
     z = torch.randn(64, 4, generator=g)
     assert L.sample_correlation_loss(z, z).item() > 0  # off-diagonal similarity is penalised
-    assert L.feature_correlation_loss(z, z).item() < L.feature_correlation_loss(z, torch.randn(64, 4, generator=g)).item()
+    assert (
+        L.feature_correlation_loss(z, z).item()
+        < L.feature_correlation_loss(z, torch.randn(64, 4, generator=g)).item()
+    )
     # a batch of one cell has no feature correlation: zero, not NaN
     assert L.feature_correlation_loss(z[:1], z[:1]).item() == 0.0
 
@@ -241,7 +244,11 @@ def test_sparse_nb_log_likelihood_matches_scvi_dense():
     theta = torch.rand(9, generator=g) * 5 + 0.1
     csr = sp.csr_matrix(x.numpy())
     got = L.nb_log_likelihood_sparse(
-        mu, theta, torch.from_numpy(csr.indptr).long(), torch.from_numpy(csr.indices).long(), torch.from_numpy(csr.data)
+        mu,
+        theta,
+        torch.from_numpy(csr.indptr).long(),
+        torch.from_numpy(csr.indices).long(),
+        torch.from_numpy(csr.data),
     )
     expected = NegativeBinomial(mu=mu, theta=theta).log_prob(x).sum(1)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)

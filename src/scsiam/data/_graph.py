@@ -54,7 +54,9 @@ def expression_knn_graph(
 
     n_obs, n_vars = X.shape
     # always a private copy: normalisation below works in place
-    tmp = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32, copy=True) if sp.issparse(X) else np.array(X, np.float32))
+    tmp = ad.AnnData(
+        X=sp.csr_matrix(X, dtype=np.float32, copy=True) if sp.issparse(X) else np.array(X, np.float32)
+    )
     if is_counts:
         sc.pp.normalize_total(tmp)
         sc.pp.log1p(tmp)
@@ -63,6 +65,71 @@ def expression_knn_graph(
     k = int(max(2, min(n_neighbors, n_obs - 1)))
     sc.pp.neighbors(tmp, n_neighbors=k, use_rep="X_pca", random_state=random_state)
     return symmetrize(tmp.obsp["connectivities"])
+
+
+def feature_knn_graph(values, *, n_neighbors: int = 15, random_state: int = 0) -> sp.csr_matrix:
+    """kNN graph of cells on already normalised features (e.g. CLR protein), via :func:`scanpy.pp.neighbors`.
+
+    Up to 50 features are used as they are; wider inputs are reduced by PCA first.
+    """
+    import scanpy as sc
+
+    V = np.asarray(values.toarray() if sp.issparse(values) else values, dtype=np.float32)
+    tmp = ad.AnnData(X=V.copy())
+    k = int(max(2, min(n_neighbors, V.shape[0] - 1)))
+    if V.shape[1] > 50:
+        sc.pp.pca(tmp, n_comps=min(50, V.shape[0] - 1), random_state=random_state)
+        sc.pp.neighbors(tmp, n_neighbors=k, use_rep="X_pca", random_state=random_state)
+    else:
+        sc.pp.neighbors(tmp, n_neighbors=k, use_rep="X", random_state=random_state)
+    return symmetrize(tmp.obsp["connectivities"])
+
+
+GRAPH_MODES = ("expression", "spatial", "both")
+
+
+def cell_graph(
+    X,
+    *,
+    given: sp.spmatrix | None = None,
+    coords: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    protein=None,
+    graph_mode: str | None = None,
+    spatial_weight: float = 0.5,
+    protein_weight: float = 0.5,
+    n_neighbors: int = 15,
+    n_pcs: int = 50,
+    n_spatial_neighbors: int = 6,
+    is_counts: bool = True,
+) -> sp.csr_matrix:
+    """The cell graph of scsiam: expression (or a given graph), optionally protein and spatial kNN graphs.
+
+    ``graph_mode`` picks the graph when coordinates are given: ``"expression"`` (ignore them),
+    ``"spatial"`` (spatial graph only) or ``"both"`` (weighted union, the default with
+    coordinates). With ``protein`` values, a protein kNN graph joins the expression graph
+    with weight ``protein_weight``. ``groups`` (slices) keeps spatial edges within a group.
+    """
+    mode = graph_mode or ("both" if coords is not None else "expression")
+    if mode not in GRAPH_MODES:
+        raise ValueError(f"graph_mode={graph_mode!r} is not one of {', '.join(map(repr, GRAPH_MODES))}.")
+    if mode != "expression" and coords is None:
+        raise ValueError(f"graph_mode={mode!r} needs spatial coordinates; pass spatial_key.")
+    expr = None
+    if mode != "spatial":
+        expr = (
+            given
+            if given is not None
+            else expression_knn_graph(X, is_counts=is_counts, n_pcs=n_pcs, n_neighbors=n_neighbors)
+        )
+        if protein is not None and given is None:
+            if not 0.0 <= protein_weight <= 1.0:
+                raise ValueError(f"protein_weight must lie in [0, 1], got {protein_weight}.")
+            expr = combine_graphs(expr, feature_knn_graph(protein, n_neighbors=n_neighbors), protein_weight)
+    spatial = None
+    if mode != "expression":
+        spatial = spatial_knn_graph(coords, n_neighs=n_spatial_neighbors, groups=groups)
+    return combine_graphs(expr, spatial, spatial_weight)
 
 
 def spatial_knn_graph(
@@ -103,8 +170,10 @@ def pd_categorical(values) -> object:
     return pd.Categorical(np.asarray(values).astype(str))
 
 
-def combine_graphs(expr: sp.spmatrix | None, spatial: sp.spmatrix | None, weight: float = 0.5) -> sp.csr_matrix:
-    """Weighted union ``(1 - weight) * expr + weight * spatial`` of two row-max-normalised graphs."""
+def combine_graphs(
+    expr: sp.spmatrix | None, spatial: sp.spmatrix | None, weight: float = 0.5
+) -> sp.csr_matrix:
+    """Weighted union ``(1 - weight) * expr + weight * spatial`` of two max-normalised graphs (any two graphs)."""
     if expr is None and spatial is None:
         raise ValueError("combine_graphs needs at least one graph.")
     if spatial is None:
@@ -112,7 +181,7 @@ def combine_graphs(expr: sp.spmatrix | None, spatial: sp.spmatrix | None, weight
     if expr is None:
         return symmetrize(spatial)
     if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"The spatial weight must lie in [0, 1], got {weight}.")
+        raise ValueError(f"The graph weight must lie in [0, 1], got {weight}.")
     e, s = _unit_max(symmetrize(expr)), _unit_max(symmetrize(spatial))
     return symmetrize((1.0 - weight) * e + weight * s)
 

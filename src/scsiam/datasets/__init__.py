@@ -1,5 +1,5 @@
 """Small real datasets shipped with scsiam."""
 
-from ._datasets import starmap_mpfc, worm_neuron
+from ._datasets import cbmc_citeseq, starmap_mpfc, worm_neuron
 
-__all__ = ["starmap_mpfc", "worm_neuron"]
+__all__ = ["cbmc_citeseq", "starmap_mpfc", "worm_neuron"]

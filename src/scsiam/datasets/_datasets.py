@@ -37,3 +37,27 @@ def starmap_mpfc() -> ad.AnnData:
     BASS, Genome Biology 23:168 (repository zhengli09/BASS-Analysis, ``data/starmap_mpfc.RData``).
     """
     return _read("starmap_mpfc_BZ5.h5ad")
+
+
+def cbmc_citeseq():
+    """CITE-seq cord-blood mononuclear cells: a 3,000-cell sample as MuData (``rna`` + ``prot``).
+
+    ``rna``: 2,000 genes, raw counts; ``prot``: 10 antibody-derived tags, CLR-normalised.
+    ``obs['cell_type']`` holds 15 reference labels (codes), for evaluation only. The cells are
+    a random sample (seed 0) of the 8,617 cells of the top-2000-gene file.
+
+    Source: Stoeckius et al. (2017), *Simultaneous epitope and transcriptome measurement in
+    single cells*, Nature Methods 14:865. File from Tian et al. (2021), scDCC (repository
+    ttgump/scDCC, ``data/CITE_PBMC/CITE_CBMC_counts_top2000.h5``, commit 142e4e03).
+    Provenance is also in ``uns['source']``.
+    """
+    import warnings
+
+    import mudata as md
+
+    with (
+        as_file(files("scsiam.datasets") / "_data" / "cbmc_citeseq_3000.h5mu") as path,
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", category=FutureWarning, module="mudata")
+        return md.read_h5mu(path)

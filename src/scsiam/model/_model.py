@@ -13,15 +13,21 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.data.fields import (
+    CategoricalObsField,
+    LayerField,
+    MuDataCategoricalObsField,
+    MuDataLayerField,
+    ObsmField,
+)
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.train import TrainRunner
 from scvi.utils import setup_anndata_dsp
 
 from .._constants import DEFAULT_GRAPH_KEY, SIAM_REGISTRY_KEYS
 from .._validate import check_finite, check_n_clusters, check_n_obs, get_layer, is_count_matrix
-from ..data._fields import ObspField
-from ..data._graph import combine_graphs, expression_knn_graph, ppr_graph, spatial_knn_graph
+from ..data._fields import MuDataObspField, ObspField
+from ..data._graph import cell_graph, ppr_graph
 from ..data._sampler import CSRGraph
 from ..module import SiameseModule
 from ..train import CellSource, GraphDataSplitter, SiameseTrainingPlan
@@ -121,6 +127,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         self._model_summary_string = (
             f"SiameseCluModel: n_latent={n_latent}, likelihood={likelihood}, "
             f"n_clusters={'auto' if k is None else k}, graph edges={self.summary_stats.n_edges}"
+            + ("" if protein is None else f", proteins={protein.shape[1]}")
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -135,6 +142,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         graph_key: str | None = None,
         spatial_key: str | None = None,
         spatial_weight: float = 0.5,
+        graph_mode: str | None = None,
+        protein_obsm_key: str | None = None,
+        protein_weight: float = 0.5,
         n_neighbors: int = 15,
         n_pcs: int = 50,
         n_spatial_neighbors: int = 6,
@@ -159,13 +169,28 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             Key of spatial coordinates in ``adata.obsm``.
         spatial_weight
             Weight of the spatial graph when combined with the expression graph.
+        graph_mode
+            With ``spatial_key``: ``"both"`` (default; weighted union), ``"spatial"`` (spatial graph
+            only) or ``"expression"`` (coordinates not used for the graph).
+        protein_obsm_key
+            Key of a cells × proteins matrix in ``adata.obsm`` (e.g. CLR-normalised ADTs), encoded by
+            its own encoder with a gaussian likelihood and paired with the RNA view.
+        protein_weight
+            Weight of the protein kNN graph in the built cell graph.
         n_neighbors, n_pcs
             Neighbours and principal components of the kNN graph built when ``graph_key`` is None.
         n_spatial_neighbors
             Neighbours of the spatial graph.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        validate_adata(adata, layer=layer, graph_key=graph_key, spatial_key=spatial_key, batch_key=batch_key)
+        validate_adata(
+            adata,
+            layer=layer,
+            graph_key=graph_key,
+            spatial_key=spatial_key,
+            batch_key=batch_key,
+            protein_obsm_key=protein_obsm_key,
+        )
         registered_key = graph_key
         if graph_key is None or spatial_key is not None:
             adata.obsp[DEFAULT_GRAPH_KEY] = build_graph(
@@ -175,6 +200,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
                 spatial_key=spatial_key,
                 batch_key=batch_key,
                 spatial_weight=spatial_weight,
+                graph_mode=graph_mode,
+                protein_obsm_key=protein_obsm_key,
+                protein_weight=protein_weight,
                 n_neighbors=n_neighbors,
                 n_pcs=n_pcs,
                 n_spatial_neighbors=n_spatial_neighbors,
@@ -185,8 +213,135 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
             ObspField(SIAM_REGISTRY_KEYS.GRAPH_KEY, registered_key),
         ]
+        if protein_obsm_key is not None:
+            anndata_fields.append(ObsmField(SIAM_REGISTRY_KEYS.PROTEIN_KEY, protein_obsm_key))
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
+    @setup_anndata_dsp.dedent
+    def setup_mudata(
+        cls,
+        mdata,
+        rna_layer: str | None = None,
+        protein_layer: str | None = None,
+        batch_key: str | None = None,
+        graph_key: str | None = None,
+        protein_weight: float = 0.5,
+        n_neighbors: int = 15,
+        n_pcs: int = 50,
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ):
+        """%(summary_mdata)s.
+
+        RNA counts (negative-binomial likelihood) and, optionally, protein values such as
+        CLR-normalised ADTs (gaussian likelihood) are each encoded by their own encoder, fused,
+        and the RNA view of a cell is also paired with its protein view. The cell graph is
+        ``mdata.obsp[graph_key]``, or, when ``graph_key`` is ``None``, the union of an RNA kNN
+        graph and a protein kNN graph (weight ``protein_weight``), stored in
+        ``mdata.obsp['siamese_connectivities']``.
+
+        Parameters
+        ----------
+        %(param_mdata)s
+        rna_layer
+            Layer of the RNA modality with the counts (``None``: its ``X``).
+        protein_layer
+            Layer of the protein modality (``None``: its ``X``).
+        batch_key
+            Column of ``obs`` with batches.
+        graph_key
+            Key of a cell graph in ``mdata.obsp`` (built when ``None``).
+        protein_weight
+            Weight of the protein kNN graph in the built cell graph.
+        n_neighbors, n_pcs
+            Neighbours and RNA principal components of the built graph.
+        %(param_modalities)s
+            Keys: ``"rna_layer"`` (required), ``"protein_layer"`` (optional; leave it out for RNA
+            only) and ``"batch_key"`` (optional; ``None`` reads ``mdata.obs``). Example:
+            ``{"rna_layer": "rna", "protein_layer": "prot"}``.
+
+        Examples
+        --------
+        >>> SiameseCluModel.setup_mudata(mdata, modalities={"rna_layer": "rna", "protein_layer": "prot"})
+        >>> model = SiameseCluModel(mdata, n_clusters=15)
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        try:
+            from mudata import MuData
+        except ImportError as e:  # pragma: no cover
+            raise ImportError("setup_mudata needs mudata: `pip install mudata`.") from e
+        if not isinstance(mdata, MuData):
+            raise TypeError(
+                f"setup_mudata expects a MuData, got {type(mdata).__name__}; use setup_anndata for AnnData."
+            )
+        if modalities is None or "rna_layer" not in modalities:
+            raise ValueError(
+                "setup_mudata needs modalities={'rna_layer': <RNA modality>, 'protein_layer': <protein modality>}, "
+                f"e.g. {{'rna_layer': 'rna', 'protein_layer': 'prot'}}; modalities present: {list(mdata.mod)}."
+            )
+        for arg, mod in modalities.items():
+            if mod is not None and mod not in mdata.mod:
+                raise KeyError(
+                    f"modalities[{arg!r}]={mod!r} is not a modality of the MuData ({list(mdata.mod)})."
+                )
+        modalities_ = cls._create_modalities_attr_dict(modalities, setup_method_args)
+        rna = mdata.mod[modalities_.rna_layer]
+        protein_values = None
+        if modalities_.protein_layer is not None:
+            prot = mdata.mod[modalities_.protein_layer]
+            protein_values = get_layer(prot, protein_layer)
+            check_finite(protein_values, f"the {modalities_.protein_layer!r} modality")
+        X = get_layer(rna, rna_layer)
+        check_n_obs(mdata.n_obs)
+        check_finite(X, f"the {modalities_.rna_layer!r} modality")
+        if rna.n_obs != mdata.n_obs or (
+            protein_values is not None and protein_values.shape[0] != mdata.n_obs
+        ):
+            raise ValueError(
+                "Every cell must be present in every modality used; intersect the modalities first (muon.pp.intersect_obs)."
+            )
+        batch_holder = mdata if modalities_.batch_key is None else mdata.mod[modalities_.batch_key]
+        if batch_key is not None and batch_key not in batch_holder.obs:
+            raise KeyError(f"batch_key {batch_key!r} is not a column of obs.")
+        registered_key = graph_key
+        if graph_key is None:
+            mdata.obsp[DEFAULT_GRAPH_KEY] = cell_graph(
+                X,
+                protein=protein_values,
+                protein_weight=protein_weight,
+                n_neighbors=n_neighbors,
+                n_pcs=n_pcs,
+                is_counts=is_count_matrix(X),
+            )
+            registered_key = DEFAULT_GRAPH_KEY
+        elif graph_key not in mdata.obsp:
+            raise KeyError(f"Graph {graph_key!r} is not in mdata.obsp (keys: {list(mdata.obsp.keys())}).")
+        fields = [
+            MuDataLayerField(
+                REGISTRY_KEYS.X_KEY,
+                rna_layer,
+                mod_key=modalities_.rna_layer,
+                is_count_data=False,
+                mod_required=True,
+            ),
+            MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=modalities_.batch_key),
+            MuDataObspField(SIAM_REGISTRY_KEYS.GRAPH_KEY, registered_key, mod_key=None),
+        ]
+        if modalities_.protein_layer is not None:
+            fields.append(
+                MuDataLayerField(
+                    SIAM_REGISTRY_KEYS.PROTEIN_KEY,
+                    protein_layer,
+                    mod_key=modalities_.protein_layer,
+                    is_count_data=False,
+                    mod_required=True,
+                )
+            )
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
 
     def _protein_matrix(self, adata_manager=None):
@@ -279,7 +434,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(f"max_epochs must be at least 2 (one per phase), got {max_epochs}.")
         n_pre = int(n_epochs_pretrain if n_epochs_pretrain is not None else max(1, max_epochs // 2))
         if not 1 <= n_pre < max_epochs:
-            raise ValueError(f"n_epochs_pretrain must lie in [1, max_epochs - 1], got {n_pre} (max_epochs={max_epochs}).")
+            raise ValueError(
+                f"n_epochs_pretrain must lie in [1, max_epochs - 1], got {n_pre} (max_epochs={max_epochs})."
+            )
         batch_size = int(batch_size or defaults["batch_size"])
         seed = int(seed if seed is not None else (settings.seed if settings.seed is not None else 0))
         if progress_bar is None:
@@ -320,10 +477,18 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         torch.manual_seed(seed + 1)
         splitter._epoch = n_pre
         plan = SiameseTrainingPlan(
-            self.module, phase="cluster", cluster_weight=cluster_weight, ramp_epochs=ramp_epochs, tol=tol, n_obs=n_obs, **plan_kwargs
+            self.module,
+            phase="cluster",
+            cluster_weight=cluster_weight,
+            ramp_epochs=ramp_epochs,
+            tol=tol,
+            n_obs=n_obs,
+            **plan_kwargs,
         )
         try:
-            self._run(plan, splitter, max_epochs - n_pre, accelerator, devices, trainer_kwargs, ckpt, "cluster")
+            self._run(
+                plan, splitter, max_epochs - n_pre, accelerator, devices, trainer_kwargs, ckpt, "cluster"
+            )
         except BaseException:
             self.is_trained_ = False  # no half-trained model behind the getters
             raise
@@ -334,15 +499,22 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         if ckpt is not None and ckpt.dir is not None:
             trainer_kwargs.update(ckpt.trainer_kwargs(phase, trainer_kwargs.get("callbacks")))
         runner = self._train_runner_cls(
-            self, training_plan=plan, data_splitter=splitter, max_epochs=epochs,
-            accelerator=accelerator, devices=devices, **trainer_kwargs,
+            self,
+            training_plan=plan,
+            data_splitter=splitter,
+            max_epochs=epochs,
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
         )
         if ckpt is not None and ckpt.dir is not None:
             # scvi's Trainer adds its own SaveCheckpoint (monitoring a validation loss this model does
             # not have) whenever checkpointing is on; the per-phase ModelCheckpoint is the one wanted
             from scvi.train import SaveCheckpoint
 
-            runner.trainer.callbacks[:] = [c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)]
+            runner.trainer.callbacks[:] = [
+                c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)
+            ]
         try:
             runner()
         except SystemExit as e:
@@ -370,7 +542,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         z = torch.cat(zs).numpy()
         return (z, torch.cat(qs).numpy()) if soft else z
 
-    def get_latent_representation(self, adata: AnnData | None = None, batch_size: int | None = None) -> np.ndarray:
+    def get_latent_representation(
+        self, adata: AnnData | None = None, batch_size: int | None = None
+    ) -> np.ndarray:
         """Fused embedding of every cell, shape ``(n_obs, n_latent)``.
 
         Parameters
@@ -428,7 +602,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             adata.obsp[DEFAULT_GRAPH_KEY] = build_graph(adata, **args)
 
     def _check_genes(self, adata) -> None:
-        expected = np.asarray(self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"])
+        expected = np.asarray(
+            self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"]
+        )
         got = np.asarray(adata.var_names)
         if got.shape != expected.shape or not (got == expected).all():
             missing = np.setdiff1d(expected, got)
@@ -443,7 +619,14 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             )
 
     # ------------------------------------------------------------------------------ save / load
-    def save(self, dir_path: str, prefix: str | None = None, overwrite: bool = False, save_anndata: bool = False, **kwargs):
+    def save(
+        self,
+        dir_path: str,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **kwargs,
+    ):
         """Save the model (weights, set-up and history) to ``dir_path``.
 
         The history is stored as plain lists so that :meth:`load` can read the file with
@@ -503,7 +686,15 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         if os.path.exists(path):
             saved = _read_model_file(path, trusted)
             _check_saved(saved, cls.__name__, path)
-        model = super().load(dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix, backup_url=backup_url, **kwargs)
+        model = super().load(
+            dir_path,
+            adata=adata,
+            accelerator=accelerator,
+            device=device,
+            prefix=prefix,
+            backup_url=backup_url,
+            **kwargs,
+        )
         model.history_ = _history_from_plain(model.history_)
         return model
 
@@ -521,23 +712,33 @@ def build_graph(
     spatial_key=None,
     batch_key=None,
     spatial_weight=0.5,
+    graph_mode=None,
+    protein_obsm_key=None,
+    protein_weight=0.5,
     n_neighbors=15,
     n_pcs=50,
     n_spatial_neighbors=6,
     **_,
 ):
-    """The cell graph that ``setup_anndata`` registers (given graph and/or built kNN, plus spatial)."""
+    """The cell graph that ``setup_anndata`` registers (given graph and/or built kNN, protein, spatial)."""
     X = get_layer(adata, layer)
-    expr = (
-        adata.obsp[graph_key]
-        if graph_key is not None
-        else expression_knn_graph(X, is_counts=is_count_matrix(X), n_pcs=n_pcs, n_neighbors=n_neighbors)
+    coords = None if spatial_key is None else np.asarray(adata.obsm[spatial_key])
+    groups = None if (batch_key is None or spatial_key is None) else adata.obs[batch_key].to_numpy()
+    protein = None if protein_obsm_key is None else np.asarray(adata.obsm[protein_obsm_key])
+    return cell_graph(
+        X,
+        given=None if graph_key is None else adata.obsp[graph_key],
+        coords=coords,
+        groups=groups,
+        protein=protein,
+        graph_mode=graph_mode,
+        spatial_weight=spatial_weight,
+        protein_weight=protein_weight,
+        n_neighbors=n_neighbors,
+        n_pcs=n_pcs,
+        n_spatial_neighbors=n_spatial_neighbors,
+        is_counts=is_count_matrix(X),
     )
-    spatial = None
-    if spatial_key is not None:
-        groups = None if batch_key is None else adata.obs[batch_key].to_numpy()
-        spatial = spatial_knn_graph(adata.obsm[spatial_key], n_neighs=n_spatial_neighbors, groups=groups)
-    return combine_graphs(expr, spatial, spatial_weight)
 
 
 class _Checkpoints:
@@ -568,11 +769,19 @@ class _Checkpoints:
         from lightning.pytorch.callbacks import ModelCheckpoint
 
         cb = ModelCheckpoint(
-            dirpath=self.dir, filename=phase, every_n_epochs=1, save_top_k=1, enable_version_counter=False,
+            dirpath=self.dir,
+            filename=phase,
+            every_n_epochs=1,
+            save_top_k=1,
+            enable_version_counter=False,
             save_on_train_epoch_end=True,
         )
         # default_root_dir: keep Lightning's own log folder inside the checkpoint folder, not the cwd
-        out = {"callbacks": [*(callbacks or []), cb], "enable_checkpointing": True, "default_root_dir": self.dir}
+        out = {
+            "callbacks": [*(callbacks or []), cb],
+            "enable_checkpointing": True,
+            "default_root_dir": self.dir,
+        }
         if self.exists(phase):
             out["ckpt_path"] = self.path(phase)
         return out
@@ -601,7 +810,9 @@ def kmeans_centers(z: np.ndarray, k: int, seed: int, max_cells: int = 50_000) ->
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit(fit).cluster_centers_.astype(np.float32)
 
 
-def validate_adata(adata, *, layer=None, graph_key=None, spatial_key=None, batch_key=None) -> None:
+def validate_adata(
+    adata, *, layer=None, graph_key=None, spatial_key=None, batch_key=None, protein_obsm_key=None
+) -> None:
     """Check an AnnData before anything is written to it."""
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
@@ -620,6 +831,13 @@ def validate_adata(adata, *, layer=None, graph_key=None, spatial_key=None, batch
         )
     if batch_key is not None and batch_key not in adata.obs:
         raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs.")
+    if protein_obsm_key is not None:
+        if protein_obsm_key not in adata.obsm:
+            raise KeyError(
+                f"Protein values {protein_obsm_key!r} are not in adata.obsm (keys: {list(adata.obsm.keys())}). "
+                "Pass the obsm key holding the (CLR-normalised) protein matrix."
+            )
+        check_finite(np.asarray(adata.obsm[protein_obsm_key]), f"adata.obsm[{protein_obsm_key!r}]")
 
 
 def _package_version() -> str:
@@ -644,9 +862,14 @@ def _history_to_plain(history):
     if not history:
         return history
     return {
-        k: {"__frame__": True, "index": [float(i) for i in v.index], "columns": [str(c) for c in v.columns],
-            "values": np.asarray(v.to_numpy(), dtype=np.float64).tolist()}
-        if isinstance(v, pd.DataFrame) else v
+        k: {
+            "__frame__": True,
+            "index": [float(i) for i in v.index],
+            "columns": [str(c) for c in v.columns],
+            "values": np.asarray(v.to_numpy(), dtype=np.float64).tolist(),
+        }
+        if isinstance(v, pd.DataFrame)
+        else v
         for k, v in history.items()
     }
 
@@ -656,7 +879,8 @@ def _history_from_plain(history):
         return history
     return {
         k: pd.DataFrame(v["values"], index=pd.Index(v["index"], name="epoch"), columns=v["columns"])
-        if isinstance(v, dict) and v.get("__frame__") else v
+        if isinstance(v, dict) and v.get("__frame__")
+        else v
         for k, v in history.items()
     }
 
@@ -664,7 +888,9 @@ def _history_from_plain(history):
 def _safe_globals() -> list:
     """numpy pieces that torch's weights-only unpickler needs for the arrays in a saved registry."""
     core = getattr(np, "_core", None) or np.core
-    dtypes = {type(np.dtype(t)) for t in (object, np.int64, np.int32, np.float32, np.float64, np.bool_, "U1", "S1")}
+    dtypes = {
+        type(np.dtype(t)) for t in (object, np.int64, np.int32, np.float32, np.float64, np.bool_, "U1", "S1")
+    }
     return [core.multiarray._reconstruct, np.ndarray, np.dtype, bytes, *dtypes]
 
 
@@ -685,7 +911,9 @@ def _read_model_file(path: str, trusted: bool) -> dict:
             ) from e
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise ValueError(f"{path!r} is corrupt or truncated and cannot be read ({type(e).__name__}: {str(e)[:200]}).") from e
+        raise ValueError(
+            f"{path!r} is corrupt or truncated and cannot be read ({type(e).__name__}: {str(e)[:200]})."
+        ) from e
 
 
 def _check_saved(saved, cls_name: str, path: str) -> None:
@@ -694,7 +922,9 @@ def _check_saved(saved, cls_name: str, path: str) -> None:
     attrs = saved["attr_dict"]
     name = attrs.get("registry_", {}).get("model_name")
     if name != cls_name:
-        raise ValueError(f"{path!r} holds a {name!r} model, not a {cls_name}; load it with that class instead.")
+        raise ValueError(
+            f"{path!r} holds a {name!r} model, not a {cls_name}; load it with that class instead."
+        )
     saved_version = str(attrs.get("scsiam_version_", "0.0.0"))
     if saved_version.split(".")[:1] != _package_version().split(".")[:1]:
         raise ValueError(

@@ -87,6 +87,9 @@ class SiameseModule(BaseModuleClass):
         Temperature of the contrastive loss.
     n_protein
         Number of protein features (a second modality encoded by its own MLP; 0 for none).
+    cross_modal
+        With proteins: also pair the RNA embedding of one view with the protein embedding of
+        the other (cross-modal Siamese pairing).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class SiameseModule(BaseModuleClass):
         dropout: float = 0.1,
         temperature: float = 0.5,
         n_protein: int = 0,
+        cross_modal: bool = True,
         target_sum: float = 1e4,
     ):
         super().__init__()
@@ -141,7 +145,7 @@ class SiameseModule(BaseModuleClass):
         self.sinkhorn_every = max(int(sinkhorn_every), 1)
         self.w_graph, self.w_fusion, self.w_prop = w_graph, w_fusion, w_prop
         self.temperature = temperature
-        self.n_protein = n_protein
+        self.n_protein, self.cross_modal = n_protein, cross_modal
 
         self.gene_encoder = GeneEncoder(n_input, n_latent, n_hidden, n_layers, dropout)
         self.protein_encoder = (
@@ -153,14 +157,18 @@ class SiameseModule(BaseModuleClass):
         self.fusion = Fusion(n_latent, fusion) if use_graph else None
         if likelihood == "gaussian":
             self.decoder = nn.Sequential(
-                FCLayers(n_latent, n_hidden, n_cat_list=[n_batch], n_layers=1, n_hidden=n_hidden, dropout_rate=0.0),
+                FCLayers(
+                    n_latent, n_hidden, n_cat_list=[n_batch], n_layers=1, n_hidden=n_hidden, dropout_rate=0.0
+                ),
                 nn.Linear(n_hidden, n_input),
             )
         else:
             self.decoder = DecoderSCVI(n_latent, n_input, n_cat_list=[n_batch], n_layers=1, n_hidden=n_hidden)
             self.px_r = nn.Parameter(torch.randn(n_input) * 0.1)
         self.protein_decoder = (
-            nn.Sequential(nn.Linear(n_latent, 64), nn.LeakyReLU(), nn.Linear(64, n_protein)) if n_protein > 0 else None
+            nn.Sequential(nn.Linear(n_latent, 64), nn.LeakyReLU(), nn.Linear(64, n_protein))
+            if n_protein > 0
+            else None
         )
         self.register_buffer("target_sum", torch.tensor(float(target_sum)))
         # cluster head: created empty when k is not yet known, resized by init_centers / load
@@ -202,11 +210,15 @@ class SiameseModule(BaseModuleClass):
         self.log_var.requires_grad_(gmm)
         self.log_pi.requires_grad_(gmm)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         key = prefix + "centers"
         if key in state_dict and state_dict[key].shape != self.centers.shape:
             self.init_centers(torch.zeros_like(state_dict[key]))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def log_q(self, z: torch.Tensor) -> torch.Tensor:
         """Log soft assignments of embeddings ``z`` to the current clusters."""
@@ -224,28 +236,44 @@ class SiameseModule(BaseModuleClass):
             return vals
         n_nodes = indptr.numel() - 1
         row = torch.repeat_interleave(torch.arange(n_nodes, device=vals.device), indptr.diff())
-        lib = torch.zeros(n_nodes, device=vals.device, dtype=vals.dtype).index_add_(0, row, vals).clamp_min(1.0)
+        lib = (
+            torch.zeros(n_nodes, device=vals.device, dtype=vals.dtype).index_add_(0, row, vals).clamp_min(1.0)
+        )
         return torch.log1p(vals / lib[row] * self.target_sum)
 
     def _features(self, tensors, values: torch.Tensor) -> torch.Tensor:
         """Sparse CSR node matrix with the given values."""
         indptr = tensors["X_indptr"]
-        return torch.sparse_csr_tensor(indptr, tensors["X_indices"], values, (indptr.numel() - 1, self.n_input))
+        return torch.sparse_csr_tensor(
+            indptr, tensors["X_indices"], values, (indptr.numel() - 1, self.n_input)
+        )
 
     def _encode_view(self, x, prot, n_seed, edge_index, edge_weight):
         x_seed = _csr_head(x, n_seed)
-        z_gene = self.gene_encoder(x_seed)
+        z_rna = z_gene = self.gene_encoder(x_seed)
+        out = {"z_rna": z_rna}
         if self.protein_encoder is not None:
-            z_gene = 0.5 * (z_gene + self.protein_encoder(prot[:n_seed]))
+            # one encoder per modality; the feature branch averages them
+            z_prot_all = self.protein_encoder(prot if self.use_graph else prot[:n_seed])
+            out["z_prot"] = z_prot_all[:n_seed]
+            z_gene = 0.5 * (z_rna + out["z_prot"])
         if not self.use_graph:
-            return {"z": z_gene, "z_gene": z_gene}
+            return {**out, "z": z_gene, "z_gene": z_gene}
         adj = normalized_adjacency(edge_index, edge_weight, x.shape[0])
         hs = self.graph_encoder(x, adj if self.graph_encoder.kind == "gcn" else edge_index)
         if self.protein_encoder is not None:
-            hs[-1] = 0.5 * (hs[-1] + self.protein_encoder(prot))
+            hs[-1] = 0.5 * (hs[-1] + z_prot_all)
         z_graph_all = hs[-1]
         z = self.fusion(z_gene, z_graph_all[:n_seed])
-        return {"z": z, "z_gene": z_gene, "z_graph": z_graph_all[:n_seed], "z_graph_all": z_graph_all, "hs": hs, "adj": adj}
+        return {
+            **out,
+            "z": z,
+            "z_gene": z_gene,
+            "z_graph": z_graph_all[:n_seed],
+            "z_graph_all": z_graph_all,
+            "hs": hs,
+            "adj": adj,
+        }
 
     def _graph_views(self, tensors):
         ei, ew = tensors["edge_index"], tensors["edge_weight"]
@@ -267,7 +295,13 @@ class SiameseModule(BaseModuleClass):
         prot = tensors.get("protein")
         (e1, w1), (e2, w2) = self._graph_views(tensors)
         xn = self._features(tensors, vals)
+        prot1 = prot2 = prot
         if augment:
+            if prot is not None:
+                prot1, prot2 = (
+                    _augment_dense(prot, self.feature_augmentation, self.aug_sigma, self.mask_rate)
+                    for _ in range(2)
+                )
             aug = {"sigma": self.aug_sigma, "mask_rate": self.mask_rate}
             xa1 = self._features(tensors, augment_values(vals, self.feature_augmentation, **aug))
             xa2 = self._features(tensors, augment_values(vals, self.feature_augmentation, **aug))
@@ -279,8 +313,8 @@ class SiameseModule(BaseModuleClass):
             e1, w1 = drop_edges(e1, w1, self.edge_drop_rate, similarity=sim)
         else:
             xa1 = xa2 = xn
-        v1 = self._encode_view(xa1, prot, n_seed, e1, w1)
-        v2 = self._encode_view(xa2, prot, n_seed, e2, w2)
+        v1 = self._encode_view(xa1, prot1, n_seed, e1, w1)
+        v2 = self._encode_view(xa2, prot2, n_seed, e2, w2)
         z = 0.5 * (v1["z"] + v2["z"])
         x_seed = tensors["X"][:n_seed]
         library = x_seed.sum(1, keepdim=True).clamp_min(1.0)
@@ -289,7 +323,11 @@ class SiameseModule(BaseModuleClass):
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
         n_seed = int(tensors["n_seed"])
-        return {"z": inference_outputs["z"], "library": inference_outputs["library"], "batch_index": tensors["batch"][:n_seed]}
+        return {
+            "z": inference_outputs["z"],
+            "library": inference_outputs["library"],
+            "batch_index": tensors["batch"][:n_seed],
+        }
 
     def generative(self, z, library, batch_index) -> dict:
         """Decode expression of the seed cells from the fused embedding."""
@@ -340,7 +378,9 @@ class SiameseModule(BaseModuleClass):
                 bank = self.bank[: int(self.bank_fill)]
                 all_log_q = torch.cat([self.log_q(bank), log_q.detach()]) if bank.shape[0] else log_q.detach()
                 prior = all_log_q.exp().mean(0) if self.cluster_prior == "estimated" else None
-                self.ot_log_v = sinkhorn_potentials(all_log_q, prior, eps=self.sinkhorn_eps, warmstart=self.ot_log_v)
+                self.ot_log_v = sinkhorn_potentials(
+                    all_log_q, prior, eps=self.sinkhorn_eps, warmstart=self.ot_log_v
+                )
             self.ot_steps += 1
             P = ot_target(log_q, self.ot_log_v, self.sinkhorn_eps)
         self._push_bank(z)
@@ -356,15 +396,24 @@ class SiameseModule(BaseModuleClass):
             px = generative_outputs["px"]
             indptr = tensors["X_indptr"][: n_seed + 1]
             end = int(indptr[-1])
-            ll = nb_log_likelihood_sparse(px.mu, px.theta, indptr, tensors["X_indices"][:end], tensors["X_values"][:end])
+            ll = nb_log_likelihood_sparse(
+                px.mu, px.theta, indptr, tensors["X_indices"][:end], tensors["X_values"][:end]
+            )
             rec = -ll / self.n_input
         else:
             rec = -generative_outputs["px"].log_prob(x).mean(1)
         if "protein_mean" in generative_outputs:
-            rec = rec + F.mse_loss(generative_outputs["protein_mean"], tensors["protein"][:n_seed], reduction="none").mean(1)
+            rec = rec + F.mse_loss(
+                generative_outputs["protein_mean"], tensors["protein"][:n_seed], reduction="none"
+            ).mean(1)
         v1, v2 = inference_outputs["views"]
         zero = rec.sum() * 0.0
         l_fusion = self._fusion_term(v1["z_gene"], v2["z_gene"])
+        if self.protein_encoder is not None and self.cross_modal:
+            # cross-modal pairing: the RNA view of a cell against the protein view of the same cell
+            l_fusion = l_fusion + 0.5 * (
+                self._fusion_term(v1["z_rna"], v2["z_prot"]) + self._fusion_term(v2["z_rna"], v1["z_prot"])
+            )
         l_graph = l_prop = zero
         if self.use_graph:
             l_fusion = l_fusion + self._fusion_term(v1["z_graph"], v2["z_graph"])
@@ -404,6 +453,15 @@ def _csr_head(x: torch.Tensor, n: int) -> torch.Tensor:
     indptr = x.crow_indices()
     end = int(indptr[n])
     return torch.sparse_csr_tensor(indptr[: n + 1], x.col_indices()[:end], x.values()[:end], (n, x.shape[1]))
+
+
+def _augment_dense(p: torch.Tensor, mode: str, sigma: float, mask_rate: float) -> torch.Tensor:
+    """Stochastic view of dense, normalised values (e.g. CLR protein): additive noise or masking."""
+    if mode == "gaussian":
+        return p + sigma * torch.randn_like(p)
+    if mode == "mask":
+        return p * (torch.rand_like(p) >= mask_rate).to(p.dtype)
+    return p
 
 
 def _check_choice(name: str, value, choices) -> None:

@@ -26,6 +26,11 @@ def siamese_clu(
     neighbors_key: str | None = None,
     obsp: str | None = None,
     spatial_key: str | None = None,
+    graph_mode: str | None = None,
+    spatial_weight: float = 0.5,
+    protein_obsm_key: str | None = None,
+    rna_mod: str | None = None,
+    protein_mod: str | None = "auto",
     key_added: str = "siamese",
     copy: bool = False,
     random_state: int | None = 0,
@@ -45,8 +50,8 @@ def siamese_clu(
     ----------
     adata
         :class:`~anndata.AnnData` (raw counts in ``X`` or ``layer``), or a
-        :class:`~mudata.MuData`, whose ``"rna"`` modality (or first modality) is clustered and
-        whose top level receives the results.
+        :class:`~mudata.MuData` (RNA and optionally protein modalities), whose top level
+        receives the results.
     n_clusters
         Number of clusters; ``None`` estimates it without labels (see ``uns[...]['params']``).
     layer
@@ -61,6 +66,18 @@ def siamese_clu(
         When neither is given, a label-free kNN graph is built.
     spatial_key
         Key of coordinates in ``obsm``; a spatial kNN graph is then combined with the expression graph.
+    graph_mode
+        With ``spatial_key``: ``"both"`` (default), ``"spatial"`` or ``"expression"``; see
+        :meth:`~scsiam.SiameseCluModel.setup_anndata`.
+    spatial_weight
+        Weight of the spatial graph in ``"both"`` mode.
+    protein_obsm_key
+        AnnData only: key of a cells × proteins matrix in ``obsm`` (e.g. CLR ADTs) clustered jointly with RNA.
+    rna_mod
+        MuData only: the RNA modality (default ``"rna"``, else the first modality).
+    protein_mod
+        MuData only: the protein modality. ``"auto"`` uses a modality named ``"prot"``,
+        ``"protein"`` or ``"adt"`` when there is one; ``None`` clusters RNA alone.
     key_added
         Prefix of the written keys.
     copy
@@ -96,7 +113,8 @@ def siamese_clu(
     """
     from ..model import SiameseCluModel
 
-    target, data = _resolve_container(adata)
+    target, data = _resolve_container(adata, rna_mod)
+    protein = _protein_values(target, data, protein_obsm_key, protein_mod)
     layer_matrix = get_layer(data, layer)
     check_n_obs(data.n_obs)
     k = check_n_clusters(n_clusters, data.n_obs)
@@ -109,6 +127,8 @@ def siamese_clu(
         raise TypeError(f"key_added must be a non-empty string, got {key_added!r}.")
 
     work = _working_copy(data, target, layer_matrix, batch_key, graph, coords, n_top_genes, random_state)
+    if protein is not None:
+        work.obsm["protein"] = protein
     if random_state is not None:
         import scvi
 
@@ -118,6 +138,9 @@ def siamese_clu(
         batch_key="batch" if batch_key is not None else None,
         graph_key=DEFAULT_GRAPH_KEY if graph is not None else None,
         spatial_key="spatial" if coords is not None else None,
+        graph_mode=graph_mode,
+        spatial_weight=spatial_weight,
+        protein_obsm_key="protein" if protein is not None else None,
     )
     model = SiameseCluModel(work, n_clusters=k, **dict(model_kwargs or {}))
     tk = {"progress_bar": progress_bar, **dict(train_kwargs or {})}
@@ -135,7 +158,14 @@ def siamese_clu(
         "n_epochs": int(sum(1 for _ in model.history_.get("train_loss", pd.DataFrame()).index)),
         "key_added": key_added,
     }
-    optional = {"layer": layer, "batch_key": batch_key, "spatial_key": spatial_key, "random_state": random_state}
+    optional = {
+        "layer": layer,
+        "batch_key": batch_key,
+        "spatial_key": spatial_key,
+        "random_state": random_state,
+        "graph_mode": graph_mode if spatial_key is not None else None,
+        "n_proteins": None if protein is None else int(protein.shape[1]),
+    }
     params.update({name: v for name, v in optional.items() if v is not None})
     if model.auto_k_ is not None:
         params["auto_k"] = {kk: v for kk, v in model.auto_k_.items() if v is not None}
@@ -158,7 +188,10 @@ def siamese_clu(
     )
     logger.info(
         "added obsm[%r], obs[%r], obsm[%r], uns[%r]",
-        f"X_{key_added}", f"{key_added}_clusters", f"{key_added}_probabilities", f"{key_added}_clu",
+        f"X_{key_added}",
+        f"{key_added}_clusters",
+        f"{key_added}_probabilities",
+        f"{key_added}_clu",
     )
     if return_model:
         return (out, model) if copy else model
@@ -191,7 +224,7 @@ def write_atomically(target, *, obsm: dict, obs: dict, uns: dict) -> None:
         raise
 
 
-def _resolve_container(adata):
+def _resolve_container(adata, rna_mod: str | None = None):
     """(object that receives the results, AnnData whose expression is clustered)."""
     if isinstance(adata, AnnData):
         if adata.is_view:
@@ -204,9 +237,62 @@ def _resolve_container(adata):
     if MuData and isinstance(adata, MuData):
         if not adata.mod:
             raise ValueError("The MuData has no modalities.")
-        name = "rna" if "rna" in adata.mod else next(iter(adata.mod))
+        if rna_mod is not None and rna_mod not in adata.mod:
+            raise KeyError(f"rna_mod={rna_mod!r} is not a modality of the MuData ({list(adata.mod)}).")
+        name = rna_mod or ("rna" if "rna" in adata.mod else next(iter(adata.mod)))
         return adata, adata.mod[name]
     raise TypeError(f"Expected an AnnData or MuData, got {type(adata).__name__}.")
+
+
+PROTEIN_MODALITY_NAMES = ("prot", "protein", "adt")
+
+
+def _protein_values(target, data, protein_obsm_key, protein_mod):
+    """The protein matrix to cluster jointly with RNA (a checked private copy), or ``None``."""
+    if target is data:  # AnnData
+        if protein_obsm_key is None:
+            return None
+        if protein_obsm_key not in data.obsm:
+            raise KeyError(
+                f"protein_obsm_key={protein_obsm_key!r} is not in obsm (keys: {list(data.obsm.keys())}). "
+                "Pass the obsm key holding the (CLR-normalised) protein matrix."
+            )
+        values, where = data.obsm[protein_obsm_key], f"obsm[{protein_obsm_key!r}]"
+    else:
+        if protein_obsm_key is not None:
+            raise ValueError(
+                "protein_obsm_key is for AnnData input; for MuData name the protein modality with protein_mod."
+            )
+        if protein_mod == "auto":
+            protein_mod = next((m for m in target.mod if m.lower() in PROTEIN_MODALITY_NAMES), None)
+            if protein_mod is not None:
+                logger.info(
+                    "Clustering RNA together with the %r modality (protein_mod=None for RNA alone).",
+                    protein_mod,
+                )
+        if protein_mod is None:
+            return None
+        if protein_mod not in target.mod:
+            raise KeyError(
+                f"protein_mod={protein_mod!r} is not a modality of the MuData ({list(target.mod)})."
+            )
+        prot = target.mod[protein_mod]
+        if prot.n_obs != data.n_obs or not (prot.obs_names == data.obs_names).all():
+            raise ValueError(
+                f"The {protein_mod!r} modality does not hold the same cells in the same order as the RNA modality; "
+                "intersect them first (e.g. muon.pp.intersect_obs)."
+            )
+        values, where = prot.X, f"mdata.mod[{protein_mod!r}].X"
+    import scipy.sparse as sp
+
+    values = values.toarray() if sp.issparse(values) else np.array(values, dtype=np.float32)
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2 or values.shape[0] != data.n_obs:
+        raise ValueError(
+            f"{where} must be a cells × proteins matrix with {data.n_obs} rows, got shape {values.shape}."
+        )
+    check_finite(values, where)
+    return values
 
 
 def _choose_graph(target, data, *, neighbors_key, obsp):
