@@ -46,14 +46,18 @@ class ObspField(BaseAnnDataField):
             )
         G = adata.obsp[self.attr_key]
         if G.shape != (adata.n_obs, adata.n_obs):
-            raise ValueError(f"adata.obsp[{self.attr_key!r}] has shape {G.shape}, expected ({adata.n_obs}, {adata.n_obs}).")
+            raise ValueError(
+                f"adata.obsp[{self.attr_key!r}] has shape {G.shape}, expected ({adata.n_obs}, {adata.n_obs})."
+            )
         if not sp.issparse(G):
             raise TypeError(
                 f"adata.obsp[{self.attr_key!r}] is dense; a sparse graph is required (convert with scipy.sparse.csr_matrix)."
             )
         data = G.data
         if data.size and not np.isfinite(data).all():
-            raise ValueError(f"adata.obsp[{self.attr_key!r}] contains NaN or inf edge weights; fix or rebuild the graph.")
+            raise ValueError(
+                f"adata.obsp[{self.attr_key!r}] contains NaN or inf edge weights; fix or rebuild the graph."
+            )
 
     def register_field(self, adata) -> dict:
         super().register_field(adata)

@@ -27,11 +27,15 @@ def estimate_n_clusters(
     import scanpy as sc
 
     rng = np.random.default_rng(random_state)
-    idx = np.arange(z.shape[0]) if z.shape[0] <= max_cells else rng.choice(z.shape[0], max_cells, replace=False)
+    idx = (
+        np.arange(z.shape[0]) if z.shape[0] <= max_cells else rng.choice(z.shape[0], max_cells, replace=False)
+    )
     tmp = ad.AnnData(X=np.zeros((idx.size, 1), dtype=np.float32))
     tmp.obsm["z"] = np.asarray(z[idx], dtype=np.float32)
     sc.pp.neighbors(tmp, use_rep="z", n_neighbors=min(n_neighbors, idx.size - 1), random_state=random_state)
-    sc.tl.leiden(tmp, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=random_state)
+    sc.tl.leiden(
+        tmp, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=random_state
+    )
     sizes = tmp.obs["leiden"].value_counts().to_numpy()
     k = int(max(2, (sizes >= max(2, 0.005 * idx.size)).sum()))
     k = min(k, z.shape[0] - 1)

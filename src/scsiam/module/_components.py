@@ -66,7 +66,9 @@ def drop_edges(
 class GeneEncoder(nn.Module):
     """MLP ``G → hidden → ... → d`` with layer norm, dropout and LeakyReLU; sparse first layer."""
 
-    def __init__(self, n_input: int, n_latent: int, n_hidden: int = 256, n_layers: int = 2, dropout: float = 0.1):
+    def __init__(
+        self, n_input: int, n_latent: int, n_hidden: int = 256, n_layers: int = 2, dropout: float = 0.1
+    ):
         super().__init__()
         self.inp = SparseLinear(n_input, n_hidden)
         self.body = FCLayers(
@@ -108,7 +110,9 @@ class GraphEncoder(nn.Module):
     the edge list.
     """
 
-    def __init__(self, n_input: int, n_latent: int, n_hidden: int = 128, kind: str = "gcn", dropout: float = 0.1):
+    def __init__(
+        self, n_input: int, n_latent: int, n_hidden: int = 128, kind: str = "gcn", dropout: float = 0.1
+    ):
         super().__init__()
         from torch_geometric.nn import GATConv, GCNConv
 
@@ -148,7 +152,9 @@ class Fusion(nn.Module):
         if mode not in ("gated", "concat"):
             raise ValueError(f"Unknown fusion {mode!r}; use 'gated' or 'concat'.")
         self.mode = mode
-        self.net = nn.Sequential(nn.Linear(2 * n_latent, n_latent), nn.LeakyReLU(), nn.Linear(n_latent, n_latent))
+        self.net = nn.Sequential(
+            nn.Linear(2 * n_latent, n_latent), nn.LeakyReLU(), nn.Linear(n_latent, n_latent)
+        )
 
     def forward(self, z_gene: torch.Tensor, z_graph: torch.Tensor) -> torch.Tensor:
         h = self.net(torch.cat([z_gene, z_graph], dim=1))

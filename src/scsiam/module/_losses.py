@@ -20,11 +20,7 @@ def gaussian_log_q(z: torch.Tensor, centers: torch.Tensor, log_var: torch.Tensor
     d = z.shape[1]
     d2 = torch.cdist(z, centers).pow(2)
     var = log_var.exp()
-    log_comp = (
-        torch.log_softmax(log_pi, 0)
-        - 0.5 * d2 / var
-        - 0.5 * d * (log_var + math.log(2 * math.pi))
-    )
+    log_comp = torch.log_softmax(log_pi, 0) - 0.5 * d2 / var - 0.5 * d * (log_var + math.log(2 * math.pi))
     log_lik = torch.logsumexp(log_comp, dim=1)
     return log_comp - log_lik[:, None], log_lik
 
@@ -59,7 +55,9 @@ def sinkhorn_potentials(
     ws = None
     if warmstart is not None and warmstart.shape[0] == k and torch.isfinite(warmstart).all():
         ws = (torch.zeros(n, dtype=torch.float64, device=log_q.device), warmstart.double())
-    _, log = ot.bregman.sinkhorn_log(a, b, cost, eps, numItermax=n_iter, stopThr=tol, warn=False, log=True, warmstart=ws)
+    _, log = ot.bregman.sinkhorn_log(
+        a, b, cost, eps, numItermax=n_iter, stopThr=tol, warn=False, log=True, warmstart=ws
+    )
     log_v = log["log_v"]
     return (log_v - log_v.max()).to(log_q.dtype)
 
@@ -88,7 +86,12 @@ def sinkhorn_target(
 
 
 def nb_log_likelihood_sparse(
-    mu: torch.Tensor, theta: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor, eps: float = 1e-8
+    mu: torch.Tensor,
+    theta: torch.Tensor,
+    indptr: torch.Tensor,
+    indices: torch.Tensor,
+    counts: torch.Tensor,
+    eps: float = 1e-8,
 ) -> torch.Tensor:
     """Per-cell negative-binomial log-likelihood ``Σ_g log NB(x_cg | μ_cg, θ_g)`` of CSR counts.
 
@@ -196,5 +199,7 @@ def propagate(h: torch.Tensor, adj: torch.Tensor, n_rows: int | None = None) -> 
     n_rows = adj.shape[0] if n_rows is None else n_rows
     indptr = adj.crow_indices()
     end = int(indptr[n_rows])
-    head = torch.sparse_csr_tensor(indptr[: n_rows + 1], adj.col_indices()[:end], adj.values()[:end], (n_rows, adj.shape[1]))
+    head = torch.sparse_csr_tensor(
+        indptr[: n_rows + 1], adj.col_indices()[:end], adj.values()[:end], (n_rows, adj.shape[1])
+    )
     return head @ h
