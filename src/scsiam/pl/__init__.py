@@ -1,5 +1,5 @@
 """Plots of scsiam results (scanpy conventions: keyword arguments, ``ax``, ``show``, ``return_fig``)."""
 
-from ._plots import embedding, training_history
+from ._plots import cluster_confidence, embedding, spatial, training_history
 
-__all__ = ["embedding", "training_history"]
+__all__ = ["cluster_confidence", "embedding", "spatial", "training_history"]

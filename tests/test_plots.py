@@ -1,0 +1,186 @@
+"""Plotting functions ``scsiam.pl.spatial`` and ``scsiam.pl.cluster_confidence`` on tiny synthetic results."""
+
+import matplotlib
+
+matplotlib.use("agg")
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import assert_unchanged, snapshot
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+import scsiam
+from scsiam.pl._plots import _confidence
+
+N_OBS, K = 60, 4
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def fake_result(seed: int = 0, key: str = "siamese", with_colors: bool = False) -> ad.AnnData:
+    """60 cells with coordinates, an embedding, soft assignments and their argmax as clusters."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(N_OBS, K)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    adata = ad.AnnData(X=rng.poisson(2.0, size=(N_OBS, 10)).astype(np.float32))
+    adata.obs_names = [f"cell{i}" for i in range(N_OBS)]
+    adata.var_names = [f"gene{i}" for i in range(10)]
+    adata.obsm["spatial"] = rng.uniform(0, 100, size=(N_OBS, 2))
+    adata.obsm[f"X_{key}"] = rng.normal(size=(N_OBS, 8)).astype(np.float32)
+    adata.obsm[f"{key}_probabilities"] = probs
+    labels = probs.argmax(1).astype(str)
+    adata.obs[f"{key}_clusters"] = pd.Categorical(labels, categories=[str(i) for i in range(K)])
+    if with_colors:
+        adata.uns[f"{key}_clusters_colors"] = np.array(["#ff0000", "#00ff00", "#0000ff", "#000000"])
+    return adata
+
+
+# ----------------------------------------------------------------------------- spatial
+def test_spatial_returns_figure_and_leaves_adata_unchanged():
+    pytest.importorskip("squidpy")
+    adata = fake_result()
+    snap = snapshot(adata)
+    obs_before = adata.obs.copy()
+    fig = scsiam.pl.spatial(adata, return_fig=True)
+    assert isinstance(fig, Figure)
+    assert_unchanged(adata, snap)
+    pd.testing.assert_frame_equal(adata.obs, obs_before)
+    ax = fig.axes[0]
+    assert ax.get_aspect() == 1.0
+    assert ax.get_title() == "scsiam clusters"
+    legend = ax.get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == [str(i) for i in range(K)]
+
+
+def test_spatial_gene_and_obs_colours_into_given_axes():
+    pytest.importorskip("squidpy")
+    adata = fake_result()
+    adata.obs["batch"] = pd.Categorical(np.repeat(["a", "b"], N_OBS // 2))
+    snap = snapshot(adata)
+    fig, axs = plt.subplots(1, 2)
+    ret = scsiam.pl.spatial(adata, color=["batch", "gene3"], ax=list(axs), show=False)
+    assert ret is None
+    assert_unchanged(adata, snap)
+    assert [a.get_title() for a in axs] == ["batch", "gene3"]
+    assert fig.axes[0] is axs[0]
+
+
+def test_spatial_custom_keys():
+    pytest.importorskip("squidpy")
+    adata = fake_result(key="foo")
+    adata.obsm["coords"] = adata.obsm.pop("spatial")
+    fig = scsiam.pl.spatial(adata, key_added="foo", spatial_key="coords", return_fig=True)
+    assert isinstance(fig, Figure)
+
+
+def test_spatial_one_panel_per_slice():
+    pytest.importorskip("squidpy")
+    adata = fake_result()
+    adata.obs["slice"] = np.repeat(["s1", "s2"], N_OBS // 2)  # plain strings, not categorical
+    snap = snapshot(adata)
+    fig = scsiam.pl.spatial(adata, library_key="slice", return_fig=True)
+    assert_unchanged(adata, snap)
+    assert adata.obs["slice"].dtype == object
+    assert [a.get_title() for a in fig.axes if a.get_title()] == [
+        "scsiam clusters (s1)",
+        "scsiam clusters (s2)",
+    ]
+    fig = scsiam.pl.spatial(adata, library_key="slice", library_id="s2", return_fig=True)
+    assert max(len(c.get_offsets()) for c in fig.axes[0].collections) == N_OBS // 2  # only slice s2
+
+
+@pytest.mark.parametrize("with_colors", [True, False])
+def test_spatial_and_confidence_use_the_same_cluster_colours(with_colors):
+    pytest.importorskip("squidpy")
+    adata = fake_result(with_colors=with_colors)
+    adata.obs["siamese_clusters"] = adata.obs["siamese_clusters"].astype(str)  # plain strings are fine too
+    snap = snapshot(adata)
+    fig, (ax_sp, ax_box) = plt.subplots(1, 2)
+    scsiam.pl.spatial(adata, ax=ax_sp, show=False)
+    scsiam.pl.cluster_confidence(adata, ax=ax_box, show=False)
+    assert_unchanged(adata, snap)
+    assert adata.obs["siamese_clusters"].dtype == object
+    legend = [to_hex(h.get_facecolor()[0], keep_alpha=False) for h in ax_sp.get_legend().legend_handles]
+    boxes = [to_hex(p.get_facecolor(), keep_alpha=False) for p in ax_box.patches]
+    assert legend == boxes
+    if with_colors:
+        assert boxes == list(adata.uns["siamese_clusters_colors"])
+
+
+def test_spatial_missing_keys():
+    pytest.importorskip("squidpy")
+    adata = fake_result()
+    with pytest.raises(KeyError, match=r"obsm\['coords'\] is missing.*spatial_key"):
+        scsiam.pl.spatial(adata, spatial_key="coords", show=False)
+    with pytest.raises(KeyError, match=r"obs\['foo_clusters'\] is missing; run scsiam.tl.siamese_clu"):
+        scsiam.pl.spatial(adata, key_added="foo", show=False)
+    with pytest.raises(KeyError, match="neither a column of obs nor a gene"):
+        scsiam.pl.spatial(adata, color="nope", show=False)
+
+
+# ----------------------------------------------------------------------------- confidence
+@pytest.mark.parametrize("measure", ["max_probability", "entropy"])
+def test_cluster_confidence_returns_figure_and_leaves_adata_unchanged(measure):
+    adata = fake_result()
+    snap = snapshot(adata)
+    fig = scsiam.pl.cluster_confidence(adata, measure=measure, return_fig=True)  # computes a private UMAP
+    assert isinstance(fig, Figure)
+    assert_unchanged(adata, snap)
+    box_ax, emb_ax = fig.axes[:2]
+    assert [t.get_text() for t in box_ax.get_xticklabels()] == [str(i) for i in range(K)]
+    assert emb_ax.get_xlabel() == "UMAP 1"
+
+
+def test_cluster_confidence_uses_stored_colours_and_basis():
+    adata = fake_result(with_colors=True)
+    adata.obsm["X_umap"] = np.random.default_rng(1).normal(size=(N_OBS, 2))
+    snap = snapshot(adata)
+    fig = scsiam.pl.cluster_confidence(adata, basis="umap", return_fig=True)
+    assert_unchanged(adata, snap)
+    box_ax = fig.axes[0]
+    faces = [to_hex(p.get_facecolor(), keep_alpha=False) for p in box_ax.patches]
+    assert faces == list(adata.uns["siamese_clusters_colors"])
+
+
+def test_cluster_confidence_into_given_axes_draws_only_the_box_panel():
+    adata = fake_result()
+    del adata.obsm["X_siamese"]  # no embedding needed for the per-cluster panel
+    fig, ax = plt.subplots()
+    ret = scsiam.pl.cluster_confidence(adata, measure="entropy", ax=ax, show=False)
+    assert ret is None
+    assert fig.axes == [ax]
+    assert len(ax.patches) == K
+
+
+def test_cluster_confidence_missing_keys():
+    adata = fake_result()
+    with pytest.raises(KeyError, match=r"obsm\['foo_probabilities'\] is missing.*siamese_clu"):
+        scsiam.pl.cluster_confidence(adata, key_added="foo", show=False)
+    with pytest.raises(KeyError, match=r"obsm\['nope'\] is missing"):
+        scsiam.pl.cluster_confidence(adata, basis="nope", show=False)
+    del adata.obsm["X_siamese"]
+    with pytest.raises(KeyError, match=r"obsm\['X_siamese'\] is missing.*basis"):
+        scsiam.pl.cluster_confidence(adata, show=False)
+    with pytest.raises(ValueError, match="measure"):
+        scsiam.pl.cluster_confidence(adata, measure="margin", show=False)
+
+
+def test_confidence_measures():
+    p = fake_result().obsm["siamese_probabilities"]
+    ent = _confidence(p, "entropy")
+    assert ent.shape == (N_OBS,)
+    assert (ent >= 0).all() and (ent <= 1).all()
+    np.testing.assert_allclose(_confidence(np.eye(K), "entropy"), 0.0, atol=1e-12)  # one-hot: certain
+    np.testing.assert_allclose(_confidence(np.full((3, K), 1 / K), "entropy"), 1.0)  # uniform: maximal
+    mp = _confidence(p, "max_probability")
+    np.testing.assert_allclose(mp, p.max(1))
+    assert (mp >= 1 / K - 1e-12).all() and (mp <= 1).all()
