@@ -46,7 +46,7 @@ def main(argv):
     m._run(SiameseTrainingPlan(m.module, phase="pretrain", **pk), sp, n1, "cpu", 1, tkw)
     z = m.get_latent_representation()
     a1 = ari(y, KMeans(k, n_init=10, random_state=0).fit_predict(z))
-    m.module.init_centers(torch.as_tensor(kmeans_centers(z, k, 0)))
+    m.module.init_centers(torch.as_tensor(kmeans_centers(z, k, 0)), torch.as_tensor(z))
     m.module.train()
     plan = SiameseTrainingPlan(m.module, phase="cluster", n_obs=a.n_obs, cluster_weight=tk.pop("cw", 1.0), **pk)
     m._run(plan, sp, n2, "cpu", 1, tkw)

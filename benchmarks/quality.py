@@ -85,6 +85,7 @@ class Method:
     model_kwargs: dict = field(default_factory=dict)
     auto_k: bool = False
     spatial_only: bool = False
+    protein_only: bool = False  # runs only on files with obsm[PROTEIN_KEY] (CITE-seq)
     scvi: bool = False
     description: str = ""
 
@@ -94,6 +95,8 @@ METHODS: dict[str, Method] = {
     for m in [
         Method("scsiam", "scsiam", description="tl.siamese_clu defaults, k given"),
         Method("scsiam-autok", "scsiam", auto_k=True, description="tl.siamese_clu defaults, n_clusters=None"),
+        Method("scsiam-protein", "scsiam", protein_only=True,
+               description="tl.siamese_clu defaults, k given, RNA + CLR protein (obsm['protein_clr'])"),
         Method("abl-noaug", "ablation",
                {"feature_augmentation": "none", "edge_drop_rate": 0.0, "diffusion": False},
                description="no feature/edge augmentation, no diffusion view"),
@@ -114,9 +117,10 @@ METHODS: dict[str, Method] = {
                description="Leiden to k on expression kNN + squidpy spatial kNN (6), row-max normalised"),
     ]
 }  # fmt: skip
+PROTEIN_KEY = "protein_clr"
 PEERS = [n for n, m in METHODS.items() if m.family == "peer"]
 ABLATIONS = [n for n, m in METHODS.items() if m.family in ("ablation", "variant")]
-DEFAULT_METHODS = ["scsiam", "scsiam-autok", *PEERS]
+DEFAULT_METHODS = ["scsiam", "scsiam-autok", "scsiam-protein", *PEERS]
 
 
 # ------------------------------------------------------------------------------------ data
@@ -355,6 +359,7 @@ def run_scsiam(ds: Dataset, seed: int, method: Method, train_kwargs: dict, **_):
         random_state=seed,
         progress_bar=False,
         spatial_key="spatial" if ds.spatial else None,
+        protein_obsm_key=PROTEIN_KEY if method.protein_only else None,
         model_kwargs=dict(method.model_kwargs) or None,
         train_kwargs=dict(train_kwargs) or None,
     )
@@ -431,11 +436,14 @@ def method_config(method: Method, ds: Dataset, args) -> dict:
         if method.scvi:
             cfg["scvi_max_epochs"] = scvi_epochs(ds.adata.n_obs, args.scvi_epochs)
         return cfg
-    return {
+    cfg = {
         "model_kwargs": method.model_kwargs,
         "n_clusters": None if method.auto_k else ds.k,
         "spatial_key": "spatial" if ds.spatial else None,
     }
+    if method.protein_only:
+        cfg["protein_obsm_key"] = PROTEIN_KEY
+    return cfg
 
 
 QUIET_LOGGERS = (
@@ -547,6 +555,8 @@ def run_benchmark(args) -> None:
             for name in names:
                 method = METHODS[name]
                 if method.spatial_only and not ds.spatial:
+                    continue
+                if method.protein_only and PROTEIN_KEY not in ds.adata.obsm:
                     continue
                 config = method_config(method, ds, args)
                 train_kwargs = _dumps(args.scsiam_train_kwargs) if (

@@ -87,7 +87,7 @@ def interrupt(*_a, **_k):
     "target",
     [
         "scsiam.model._model.build_graph",
-        "scsiam.model._model.expression_knn_graph",
+        "scsiam.data._graph.expression_knn_graph",
         "scsiam.model._model.kmeans_centers",
     ],
     ids=["graph", "knn", "kmeans"],

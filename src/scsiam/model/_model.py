@@ -466,7 +466,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
                 k, info = estimate_n_clusters(z, random_state=seed)
                 self.auto_k_ = {"n_clusters": k, **info}
                 logger.info("Estimated %d clusters without labels.", k)
-            self.module.init_centers(torch.as_tensor(kmeans_centers(z, k, seed)))
+            self.module.init_centers(torch.as_tensor(kmeans_centers(z, k, seed)), torch.as_tensor(z))
         else:
             # resuming the clustering phase: centres (and k) come from its checkpoint
             k = ckpt.n_clusters("cluster")

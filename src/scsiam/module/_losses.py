@@ -8,9 +8,14 @@ import torch
 import torch.nn.functional as F
 
 
-def student_t_log_q(z: torch.Tensor, centers: torch.Tensor, nu: float = 1.0) -> torch.Tensor:
-    """Log of the Student-t soft assignment ``q_ik ∝ (1 + ||z_i - mu_k||² / nu)^(-(nu+1)/2)``."""
-    d2 = torch.cdist(z, centers).pow(2)
+def student_t_log_q(
+    z: torch.Tensor, centers: torch.Tensor, nu: float = 1.0, scale: float | torch.Tensor = 1.0
+) -> torch.Tensor:
+    """Log Student-t soft assignment ``q_ik ∝ (1 + ||z_i - mu_k||² / (scale · nu))^(-(nu+1)/2)``.
+
+    ``scale`` (a squared length) makes the kernel independent of the embedding's overall size.
+    """
+    d2 = torch.cdist(z, centers).pow(2) / scale
     logits = -(nu + 1.0) / 2.0 * torch.log1p(d2 / nu)
     return torch.log_softmax(logits, dim=1)
 

@@ -76,9 +76,14 @@ class SiameseModule(BaseModuleClass):
     sinkhorn_eps
         Entropic regularisation of the OT target.
     cluster_prior
-        Column marginal of the OT target: ``"uniform"`` or ``"estimated"`` (from current sizes).
+        Column marginal of the OT target: ``"init"`` (the cluster sizes of the centre
+        initialisation, fixed for the clustering phase), ``"uniform"``, or ``"estimated"``
+        (re-estimated from the current assignments, which lets large clusters grow further).
     bank_size
         Rows of the memory of recent embeddings used by the OT target in minibatch mode.
+    sinkhorn_every, sinkhorn_iter
+        Refresh the OT potentials every this many steps, with this many warm-started Sinkhorn
+        iterations (stale potentials let the clusters drift and collapse).
     w_graph, w_fusion, w_prop
         Weights of graph reconstruction, fusion (refinement) loss and JSD propagation regulariser.
     dropout
@@ -116,9 +121,10 @@ class SiameseModule(BaseModuleClass):
         clustering_head: str = "ot",
         nu: float = 1.0,
         sinkhorn_eps: float = 0.1,
-        cluster_prior: str = "estimated",
+        cluster_prior: str = "init",
         bank_size: int = 4096,
-        sinkhorn_every: int = 10,
+        sinkhorn_every: int = 1,
+        sinkhorn_iter: int = 10,
         w_graph: float = 0.01,
         w_fusion: float = 0.01,
         w_prop: float = 0.01,
@@ -134,7 +140,7 @@ class SiameseModule(BaseModuleClass):
         _check_choice("edge_drop_mode", edge_drop_mode, ("random", "similarity"))
         _check_choice("fusion_loss", fusion_loss, ("correlation", "contrastive"))
         _check_choice("clustering_head", clustering_head, ("ot", "dec", "gmm"))
-        _check_choice("cluster_prior", cluster_prior, ("uniform", "estimated"))
+        _check_choice("cluster_prior", cluster_prior, ("init", "uniform", "estimated"))
         self.n_input, self.n_batch, self.n_latent = n_input, n_batch, n_latent
         self.likelihood = likelihood
         self.use_graph = use_graph
@@ -143,6 +149,7 @@ class SiameseModule(BaseModuleClass):
         self.fusion_loss, self.clustering_head = fusion_loss, clustering_head
         self.nu, self.sinkhorn_eps, self.cluster_prior = nu, sinkhorn_eps, cluster_prior
         self.sinkhorn_every = max(int(sinkhorn_every), 1)
+        self.sinkhorn_iter = max(int(sinkhorn_iter), 1)
         self.w_graph, self.w_fusion, self.w_prop = w_graph, w_fusion, w_prop
         self.temperature = temperature
         self.n_protein, self.cross_modal = n_protein, cross_modal
@@ -176,6 +183,9 @@ class SiameseModule(BaseModuleClass):
         self.centers = nn.Parameter(torch.zeros(k, n_latent))
         self.log_var = nn.Parameter(torch.zeros(k))
         self.log_pi = nn.Parameter(torch.zeros(k))
+        # cluster sizes at initialisation (the "init" OT prior) and the squared length scale of the kernel
+        self.register_buffer("init_prior", torch.full((k,), 1.0 / max(k, 1)))
+        self.register_buffer("kernel_scale", torch.ones(()))
         # bounded memory of recent fused embeddings for the OT target (independent of n_obs)
         self.register_buffer("bank", torch.zeros(bank_size, n_latent), persistent=False)
         self.register_buffer("bank_fill", torch.zeros((), dtype=torch.long), persistent=False)
@@ -190,10 +200,27 @@ class SiameseModule(BaseModuleClass):
         return int(self.centers.shape[0])
 
     @torch.no_grad()
-    def init_centers(self, centers: torch.Tensor) -> None:
-        """Set (and resize) the cluster centres, e.g. from KMeans on the pretrained embedding."""
+    def init_centers(self, centers: torch.Tensor, z: torch.Tensor | None = None) -> None:
+        """Set (and resize) the cluster centres, e.g. from KMeans on the pretrained embedding.
+
+        With the embedding ``z`` the centres were fitted on, the kernel's length scale is set to
+        the mean squared distance of a cell to its nearest centre, and the ``"init"`` prior to
+        the share of cells nearest to each centre (smoothed towards uniform, so no cluster
+        starts empty).
+        """
         centers = torch.as_tensor(centers, dtype=torch.float32, device=self.centers.device)
         k = centers.shape[0]
+        prior = torch.full((k,), 1.0 / max(k, 1), device=centers.device)
+        scale = torch.ones((), device=centers.device)
+        if z is not None:
+            z = torch.as_tensor(z, dtype=torch.float32, device=centers.device)
+            d2 = torch.cdist(z, centers).pow(2)
+            near = d2.min(1)
+            scale = near.values.mean().clamp_min(1e-8)
+            counts = torch.bincount(near.indices, minlength=k).float()
+            prior = 0.9 * counts / counts.sum() + 0.1 / k
+        self.init_prior = prior
+        self.kernel_scale = scale
         self.centers = nn.Parameter(centers.clone())
         self.log_var = nn.Parameter(torch.zeros(k, device=centers.device))
         self.log_pi = nn.Parameter(torch.zeros(k, device=centers.device))
@@ -216,6 +243,10 @@ class SiameseModule(BaseModuleClass):
         key = prefix + "centers"
         if key in state_dict and state_dict[key].shape != self.centers.shape:
             self.init_centers(torch.zeros_like(state_dict[key]))
+        if key in state_dict:  # files written before these buffers existed: uniform prior, unit scale
+            k = state_dict[key].shape[0]
+            state_dict.setdefault(prefix + "init_prior", torch.full((k,), 1.0 / max(k, 1)))
+            state_dict.setdefault(prefix + "kernel_scale", torch.ones(()))
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -226,7 +257,7 @@ class SiameseModule(BaseModuleClass):
             raise RuntimeError("The cluster centres are not initialised; train the model first.")
         if self.clustering_head == "gmm":
             return gaussian_log_q(z, self.centers, self.log_var, self.log_pi)[0]
-        return student_t_log_q(z, self.centers, self.nu)
+        return student_t_log_q(z, self.centers, self.nu, self.kernel_scale)
 
     # ----------------------------------------------------------------------------- encoding
     def _node_values(self, tensors) -> torch.Tensor:
@@ -377,9 +408,17 @@ class SiameseModule(BaseModuleClass):
             if int(self.ot_steps) % self.sinkhorn_every == 0:
                 bank = self.bank[: int(self.bank_fill)]
                 all_log_q = torch.cat([self.log_q(bank), log_q.detach()]) if bank.shape[0] else log_q.detach()
-                prior = all_log_q.exp().mean(0) if self.cluster_prior == "estimated" else None
+                prior = {
+                    "estimated": lambda: all_log_q.exp().mean(0),
+                    "init": lambda: self.init_prior,
+                    "uniform": lambda: None,
+                }[self.cluster_prior]()
                 self.ot_log_v = sinkhorn_potentials(
-                    all_log_q, prior, eps=self.sinkhorn_eps, warmstart=self.ot_log_v
+                    all_log_q,
+                    prior,
+                    eps=self.sinkhorn_eps,
+                    warmstart=self.ot_log_v,
+                    n_iter=self.sinkhorn_iter,
                 )
             self.ot_steps += 1
             P = ot_target(log_q, self.ot_log_v, self.sinkhorn_eps)
