@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-from conftest import TL_KW, assert_same_matrix, assert_unchanged, make_poisson, snapshot, subsample, top_genes
+from conftest import TL_KW, TRAIN_KW, assert_same_matrix, assert_unchanged, make_poisson, snapshot, subsample, top_genes
 from natsort import natsorted
 
 import scsiam
@@ -224,3 +224,18 @@ def test_add_confidence(worm_full):
     np.testing.assert_allclose(conf, adata.obsm["siamese_probabilities"].max(1), atol=1e-6)
     assert ((conf >= 1 / 3 - 1e-6) & (conf <= 1 + 1e-6)).all()
     assert adata.uns["siamese_clu"]["params"]["likelihood"] == "nb"
+
+
+def test_backed_anndata(worm_full, tmp_path):
+    """AnnData opened with backed="r": the sparse matrix is read into memory, results written to the object."""
+    path = tmp_path / "cells.h5ad"
+    subsample(worm_full, 150, seed=21).write_h5ad(path)
+    adata = ad.read_h5ad(path, backed="r")
+    scsiam.tl.siamese_clu(adata, n_clusters=3, **TL_KW)
+    assert adata.isbacked
+    assert adata.obs["siamese_clusters"].notna().all()
+    assert adata.obsm["X_siamese"].shape == (150, 16)
+    SiameseCluModel.setup_anndata(adata)
+    model = SiameseCluModel(adata, n_clusters=3)
+    model.train(**TRAIN_KW)
+    assert model.predict().shape == (150,)

@@ -63,11 +63,20 @@ def is_count_matrix(X, n_check: int = 100_000) -> bool:
     return bool((vals >= 0).all() and np.allclose(vals, np.round(vals)))
 
 
+def in_memory(X):
+    """The matrix itself, or, for AnnData opened with ``backed="r"``, its contents read into memory.
+
+    Subgraph sampling needs random access to rows, so the (sparse) matrix is held in memory:
+    O(non-zeros), never densified.
+    """
+    return X.to_memory() if hasattr(X, "to_memory") else X
+
+
 def get_layer(adata, layer: str | None):
     if layer is None:
         if adata.X is None:
             raise ValueError("adata.X is empty; pass layer=... naming the layer that holds the counts.")
-        return adata.X
+        return in_memory(adata.X)
     if layer not in adata.layers:
         raise KeyError(f"Layer {layer!r} is not in adata.layers (available: {list(adata.layers.keys())}).")
     return adata.layers[layer]

@@ -25,7 +25,7 @@ from scvi.train import TrainRunner
 from scvi.utils import setup_anndata_dsp
 
 from .._constants import DEFAULT_GRAPH_KEY, SIAM_REGISTRY_KEYS
-from .._validate import check_finite, check_n_clusters, check_n_obs, get_layer, is_count_matrix
+from .._validate import check_finite, check_n_clusters, check_n_obs, get_layer, in_memory, is_count_matrix
 from ..data._fields import MuDataObspField, ObspField
 from ..data._graph import cell_graph, ppr_graph
 from ..data._sampler import CSRGraph
@@ -90,7 +90,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         n_obs = self.adata.n_obs
         check_n_obs(n_obs)
         k = check_n_clusters(n_clusters, n_obs)
-        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        X = in_memory(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
         counts = is_count_matrix(X)
         if likelihood == "auto":
             likelihood = "nb" if counts else "gaussian"
@@ -358,7 +358,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         key = adata_manager.id
         if key not in self._graph_cache:
             A = adata_manager.get_from_registry(SIAM_REGISTRY_KEYS.GRAPH_KEY)
-            X = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            X = in_memory(adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
             batch = adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
             check_finite(X, "the registered expression matrix")
             P = ppr_graph(A, alpha=self._ppr_params["alpha"], top_k=self._ppr_params["top_k"])
