@@ -160,3 +160,17 @@ def test_pp_spatial_graph_writes_squidpy_keys(starmap_full):
         scsiam.pp.spatial_graph(adata, spatial_key="nope")
     out = scsiam.pp.spatial_graph(adata, key_added="sp2", copy=True)
     assert "sp2_connectivities" in out.obsp and "sp2_connectivities" not in adata.obsp
+
+
+def test_graph_building_keeps_torch_thread_count(worm_full):
+    """scanpy's numba code resets the shared OpenMP thread count; scsiam restores torch's setting."""
+    import torch
+    from conftest import subsample
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        G.expression_knn_graph(subsample(worm_full, 100).X, n_pcs=10)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -6,7 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-from conftest import TL_KW, TRAIN_KW, assert_same_matrix, assert_unchanged, make_poisson, snapshot, subsample, top_genes
+from conftest import (
+    TL_KW,
+    TRAIN_KW,
+    assert_same_matrix,
+    assert_unchanged,
+    make_poisson,
+    snapshot,
+    subsample,
+    top_genes,
+)
 from natsort import natsorted
 
 import scsiam

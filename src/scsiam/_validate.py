@@ -63,6 +63,30 @@ def is_count_matrix(X, n_check: int = 100_000) -> bool:
     return bool((vals >= 0).all() and np.allclose(vals, np.round(vals)))
 
 
+def keep_torch_threads(fn):
+    """Decorator: restore torch's intra-op thread count after ``fn``.
+
+    numba-parallel code in scanpy (e.g. ``normalize_total``) resets the OpenMP thread count that
+    torch shares to the number of cores; on a busy machine that oversubscribes the CPU during
+    training (measured: a training step 10-20x slower), and it overrides a user's
+    ``torch.set_num_threads`` / ``OMP_NUM_THREADS``.
+    """
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        n = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if torch.get_num_threads() != n:
+                torch.set_num_threads(n)
+
+    return wrapper
+
+
 def in_memory(X):
     """The matrix itself, or, for AnnData opened with ``backed="r"``, its contents read into memory.
 

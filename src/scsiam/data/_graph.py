@@ -11,6 +11,8 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import keep_torch_threads
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,6 +26,7 @@ def symmetrize(A: sp.spmatrix) -> sp.csr_matrix:
     return A
 
 
+@keep_torch_threads
 def expression_knn_graph(
     X,
     *,
@@ -67,6 +70,7 @@ def expression_knn_graph(
     return symmetrize(tmp.obsp["connectivities"])
 
 
+@keep_torch_threads
 def feature_knn_graph(values, *, n_neighbors: int = 15, random_state: int = 0) -> sp.csr_matrix:
     """kNN graph of cells on already normalised features (e.g. CLR protein), via :func:`scanpy.pp.neighbors`.
 
@@ -132,6 +136,7 @@ def cell_graph(
     return combine_graphs(expr, spatial, spatial_weight)
 
 
+@keep_torch_threads
 def spatial_knn_graph(
     coords: np.ndarray,
     *,

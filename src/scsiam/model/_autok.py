@@ -6,9 +6,12 @@ import logging
 
 import numpy as np
 
+from .._validate import keep_torch_threads
+
 logger = logging.getLogger(__name__)
 
 
+@keep_torch_threads
 def estimate_n_clusters(
     z: np.ndarray,
     *,

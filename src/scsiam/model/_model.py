@@ -25,7 +25,15 @@ from scvi.train import TrainRunner
 from scvi.utils import setup_anndata_dsp
 
 from .._constants import DEFAULT_GRAPH_KEY, SIAM_REGISTRY_KEYS
-from .._validate import check_finite, check_n_clusters, check_n_obs, get_layer, in_memory, is_count_matrix
+from .._validate import (
+    check_finite,
+    check_n_clusters,
+    check_n_obs,
+    get_layer,
+    in_memory,
+    is_count_matrix,
+    keep_torch_threads,
+)
 from ..data._fields import MuDataObspField, ObspField
 from ..data._graph import cell_graph, ppr_graph
 from ..data._sampler import CSRGraph
@@ -801,6 +809,7 @@ def default_schedule(n_obs: int) -> dict:
     return {"batch_size": batch_size, "max_epochs": max_epochs}
 
 
+@keep_torch_threads
 def kmeans_centers(z: np.ndarray, k: int, seed: int, max_cells: int = 50_000) -> np.ndarray:
     """KMeans centres of ``z`` (10 restarts, seeded); fitted on a sample above ``max_cells``."""
     from sklearn.cluster import KMeans

@@ -12,7 +12,14 @@ from anndata import AnnData
 from natsort import natsorted
 
 from .._constants import DEFAULT_GRAPH_KEY
-from .._validate import check_finite, check_n_clusters, check_n_obs, get_layer, is_count_matrix
+from .._validate import (
+    check_finite,
+    check_n_clusters,
+    check_n_obs,
+    get_layer,
+    is_count_matrix,
+    keep_torch_threads,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -354,6 +361,7 @@ def _working_copy(data, target, X, batch_key, graph, coords, n_top_genes, random
     return work
 
 
+@keep_torch_threads
 def _hvg_mask(work: AnnData, n_top_genes: int) -> np.ndarray:
     import scanpy as sc
 
