@@ -174,3 +174,19 @@ def test_graph_building_keeps_torch_thread_count(worm_full):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_training_honours_omp_num_threads(monkeypatch):
+    import torch
+
+    from scsiam._validate import torch_threads_from_env
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(2)
+    try:
+        with torch_threads_from_env():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -184,3 +184,40 @@ def test_confidence_measures():
     mp = _confidence(p, "max_probability")
     np.testing.assert_allclose(mp, p.max(1))
     assert (mp >= 1 / K - 1e-12).all() and (mp <= 1).all()
+
+
+# ----------------------------------------------------------------------------- embedding / history
+def test_embedding_one_and_several_colours_leave_adata_unchanged():
+    adata = fake_result()
+    adata.obs["group"] = pd.Categorical(np.repeat(["a", "b"], N_OBS // 2))
+    snap = snapshot(adata)
+    fig = scsiam.pl.embedding(adata, return_fig=True)
+    assert isinstance(fig, Figure) and fig.axes[0].get_xlabel() == "UMAP 1"
+    fig = scsiam.pl.embedding(adata, color=["siamese_clusters", "group"], return_fig=True)
+    titles = [a.get_title() for a in fig.axes if a.get_title()]
+    assert titles == ["siamese_clusters", "group"]
+    assert_unchanged(adata, snap)
+    _, ax = plt.subplots()
+    with pytest.raises(ValueError, match="several panels"):
+        scsiam.pl.embedding(adata, color=["siamese_clusters", "group"], ax=ax)
+    with pytest.raises(KeyError, match="siamese_clu"):
+        scsiam.pl.embedding(adata, key_added="other")
+
+
+def test_training_history_draws_every_loss_and_the_phase_mark():
+    history = {
+        "train_loss": np.linspace(3, 1, 6),
+        "loss_reconstruction": np.linspace(2, 1, 6),
+        "loss_cluster": np.array([0, 0, 0, 0.5, 0.4, 0.3]),
+        "cluster_weight": np.array([0, 0, 0, 0.5, 1, 1]),
+    }
+    fig = scsiam.pl.training_history(history, return_fig=True)
+    ax = fig.axes[0]
+    assert len(ax.get_lines()) >= 3
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {
+        "train_loss",
+        "loss_reconstruction",
+        "loss_cluster",
+    }
+    with pytest.raises(ValueError, match="train the model"):
+        scsiam.pl.training_history({})

@@ -87,6 +87,31 @@ def keep_torch_threads(fn):
     return wrapper
 
 
+def torch_threads_from_env():
+    """Context manager: torch's thread count from ``OMP_NUM_THREADS`` (when set) for the block.
+
+    Other libraries (numba in scanpy) may have changed the shared OpenMP setting since torch
+    read the variable at import; training honours the user's variable again.
+    """
+    import contextlib
+    import os
+
+    import torch
+
+    @contextlib.contextmanager
+    def _ctx():
+        before = torch.get_num_threads()
+        wanted = os.environ.get("OMP_NUM_THREADS", "")
+        if wanted.isdigit() and int(wanted) > 0:
+            torch.set_num_threads(int(wanted))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    return _ctx()
+
+
 def in_memory(X):
     """The matrix itself, or, for AnnData opened with ``backed="r"``, its contents read into memory.
 

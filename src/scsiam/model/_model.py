@@ -33,6 +33,7 @@ from .._validate import (
     in_memory,
     is_count_matrix,
     keep_torch_threads,
+    torch_threads_from_env,
 )
 from ..data._fields import MuDataObspField, ObspField
 from ..data._graph import cell_graph, ppr_graph
@@ -524,7 +525,10 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
                 c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)
             ]
         try:
-            runner()
+            with warnings.catch_warnings(), torch_threads_from_env():
+                # scvi's TrainingPlan defines validation_step; this model trains without a validation set
+                warnings.filterwarnings("ignore", message=r".*`validation_step` but have no `val_dataloader`")
+                runner()
         except SystemExit as e:
             # Lightning turns Ctrl-C into sys.exit(1) after a graceful stop; give callers the interrupt back
             if getattr(runner.trainer, "interrupted", False):

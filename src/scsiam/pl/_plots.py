@@ -65,13 +65,23 @@ def embedding(
         sc.pp.neighbors(view, use_rep=rep)
         sc.tl.umap(view)
         view.obsm[basis] = view.obsm.pop("X_umap")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 4.5))
+    colors = [color] if isinstance(color, str) else list(color)
+    if len(colors) > 1:
+        # one panel per colour, laid out by scanpy
+        if ax is not None:
+            raise ValueError("Several colours draw several panels; leave ax=None or pass one colour.")
+        fig = sc.pl.embedding(view, basis=basis, color=colors, show=False, return_fig=True, **kwargs)
+        panels = [a for a in fig.axes if a.get_title()]
     else:
-        fig = ax.figure
-    sc.pl.embedding(view, basis=basis, color=color, ax=ax, show=False, **kwargs)
-    ax.set_xlabel("UMAP 1")
-    ax.set_ylabel("UMAP 2")
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(5, 4.5))
+        else:
+            fig = ax.figure
+        sc.pl.embedding(view, basis=basis, color=colors[0], ax=ax, show=False, **kwargs)
+        panels = [ax]
+    for panel in panels:
+        panel.set_xlabel("UMAP 1")
+        panel.set_ylabel("UMAP 2")
     return _finish(fig, show, return_fig)
 
 
