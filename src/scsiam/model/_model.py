@@ -388,7 +388,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size: int | None = None,
         fanout: int | None = 10,
         num_hops: int = 1,
-        cluster_weight: float = 1.0,
+        cluster_weight: float = 0.1,
         ramp_epochs: int = 5,
         tol: float = 1e-3,
         accelerator: str = "auto",
@@ -416,7 +416,8 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         num_hops
             Hops of the sampled neighbourhoods.
         cluster_weight
-            Final weight of the clustering loss; ramped over ``ramp_epochs``.
+            Final weight of the clustering loss; ramped over ``ramp_epochs``. Large weights
+            let the clustering term outweigh reconstruction and collapse the embedding.
         ramp_epochs
             Epochs over which the clustering weight rises to ``cluster_weight``.
         tol
@@ -481,6 +482,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             k = ckpt.n_clusters("cluster")
             self.module.init_centers(torch.zeros(k, self.module.n_latent))
         self.n_clusters_ = k
+        self.module.set_bank_limit(n_obs, batch_size)
         self.module.train()  # inference switched to eval mode; phase 2 trains with dropout again
         # phase 2: clustering, from a state that does not depend on how phase 1 ran (or resumed)
         torch.manual_seed(seed + 1)

@@ -190,6 +190,7 @@ class SiameseModule(BaseModuleClass):
         self.register_buffer("bank", torch.zeros(bank_size, n_latent), persistent=False)
         self.register_buffer("bank_fill", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("bank_ptr", torch.zeros((), dtype=torch.long), persistent=False)
+        self.bank_limit = bank_size
         # Sinkhorn column potentials, refreshed on the memory every `sinkhorn_every` steps
         self.register_buffer("ot_log_v", torch.zeros(k), persistent=False)
         self.register_buffer("ot_steps", torch.zeros((), dtype=torch.long), persistent=False)
@@ -383,11 +384,24 @@ class SiameseModule(BaseModuleClass):
             return nt_xent(a, b, self.temperature)
         return sample_correlation_loss(a, b) + feature_correlation_loss(a, b)
 
+    def set_bank_limit(self, n_obs: int, batch_size: int) -> None:
+        """Use at most ``n_obs - batch_size`` rows of the memory.
+
+        The memory should hold other cells than the current batch: when it is larger than the
+        data, it fills with stale copies of the same cells, and Sinkhorn potentials computed on
+        them no longer balance the current embeddings (the clusters then collapse).
+        """
+        self.bank_limit = int(max(0, min(self.bank.shape[0], n_obs - batch_size)))
+        self.bank_fill.zero_()
+        self.bank_ptr.zero_()
+
     def _push_bank(self, z: torch.Tensor) -> None:
         z = z.detach()
-        n, size = z.shape[0], self.bank.shape[0]
+        n, size = z.shape[0], min(self.bank.shape[0], self.bank_limit)
+        if size == 0:
+            return
         if n >= size:
-            self.bank.copy_(z[-size:])
+            self.bank[:size].copy_(z[-size:])
             self.bank_fill.fill_(size)
             self.bank_ptr.zero_()
             return
@@ -406,7 +420,7 @@ class SiameseModule(BaseModuleClass):
             return kl_target(dec_target(log_q), log_q), log_q
         with torch.no_grad():
             if int(self.ot_steps) % self.sinkhorn_every == 0:
-                bank = self.bank[: int(self.bank_fill)]
+                bank = self.bank[: min(int(self.bank_fill), self.bank_limit)]
                 all_log_q = torch.cat([self.log_q(bank), log_q.detach()]) if bank.shape[0] else log_q.detach()
                 prior = {
                     "estimated": lambda: all_log_q.exp().mean(0),
