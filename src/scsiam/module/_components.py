@@ -22,6 +22,13 @@ def augment_values(v: torch.Tensor, mode: str, *, sigma: float = 0.1, mask_rate:
     raise ValueError(f"Unknown feature_augmentation {mode!r}; use 'gaussian', 'mask' or 'none'.")
 
 
+def csr_head(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` rows of a sparse CSR tensor (e.g. the seed cells of a subgraph)."""
+    indptr = x.crow_indices()
+    end = int(indptr[n])
+    return torch.sparse_csr_tensor(indptr[: n + 1], x.col_indices()[:end], x.values()[:end], (n, x.shape[1]))
+
+
 class SparseLinear(nn.Module):
     """``y = X W + b`` for a sparse CSR (or dense) input ``X``.
 

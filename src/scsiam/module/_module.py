@@ -14,7 +14,15 @@ from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput
 from scvi.nn import DecoderSCVI, FCLayers
 
-from ._components import Fusion, GeneEncoder, GraphEncoder, augment_values, drop_edges, normalized_adjacency
+from ._components import (
+    Fusion,
+    GeneEncoder,
+    GraphEncoder,
+    augment_values,
+    csr_head,
+    drop_edges,
+    normalized_adjacency,
+)
 from ._losses import (
     dec_target,
     edge_reconstruction_loss,
@@ -281,7 +289,7 @@ class SiameseModule(BaseModuleClass):
         )
 
     def _encode_view(self, x, prot, n_seed, edge_index, edge_weight):
-        x_seed = _csr_head(x, n_seed)
+        x_seed = csr_head(x, n_seed)
         z_rna = z_gene = self.gene_encoder(x_seed)
         out = {"z_rna": z_rna}
         if self.protein_encoder is not None:
@@ -350,7 +358,7 @@ class SiameseModule(BaseModuleClass):
         z = 0.5 * (v1["z"] + v2["z"])
         x_seed = tensors["X"][:n_seed]
         library = x_seed.sum(1, keepdim=True).clamp_min(1.0)
-        xn_seed = _csr_head(xn, n_seed).to_dense() if self.likelihood == "gaussian" else None
+        xn_seed = csr_head(xn, n_seed).to_dense() if self.likelihood == "gaussian" else None
         return {"z": z, "views": (v1, v2), "edges": ((e1, w1), (e2, w2)), "xn": xn_seed, "library": library}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
@@ -499,13 +507,6 @@ class SiameseModule(BaseModuleClass):
     @torch.inference_mode()
     def sample(self, *args, **kwargs):
         raise NotImplementedError("SiameseModule is not a generative model and does not sample.")
-
-
-def _csr_head(x: torch.Tensor, n: int) -> torch.Tensor:
-    """The first ``n`` rows of a sparse CSR tensor (the seed cells)."""
-    indptr = x.crow_indices()
-    end = int(indptr[n])
-    return torch.sparse_csr_tensor(indptr[: n + 1], x.col_indices()[:end], x.values()[:end], (n, x.shape[1]))
 
 
 def _augment_dense(p: torch.Tensor, mode: str, sigma: float, mask_rate: float) -> torch.Tensor:
