@@ -1,6 +1,6 @@
 """Minibatch (default) against full-batch training at the same number of optimiser steps.
 
-usage: python benchmarks/fullbatch.py [--data ../shared/data] [--files STEM ...] [--seeds 0 1 2]
+usage: python benchmarks/fullbatch.py [--data ../shared/data] [--files STEM ...] [--seeds 0 1 2 (default)]
 
 Full batch: every cell is a seed in every step and neighbourhoods are not subsampled
 (``batch_size = n_obs``, ``fanout=None``); it runs as many epochs as the default run takes
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--files", nargs="+", default=["baron_mouse_mouse1", "starmap_mpfc_BZ5", "mouse_olfactory_bulb_st"]
     )
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
