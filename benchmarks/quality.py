@@ -113,6 +113,8 @@ METHODS: dict[str, Method] = {
         Method("pca-kmeans", "peer", description="scanpy pipeline PCA 50, KMeans(k, n_init=10)"),
         Method("scvi-kmeans", "peer", scvi=True, description="scVI latent (HVG counts), KMeans(k)"),
         Method("scvi-leiden-k", "peer", scvi=True, description="scVI latent kNN 15, Leiden to k"),
+        Method("wnn-leiden-k", "peer", protein_only=True,
+               description="muon WNN of RNA PCA + protein PCA (obsm['protein_clr']), Leiden to k"),
         Method("spatial-leiden-k", "peer", spatial_only=True,
                description="Leiden to k on expression kNN + squidpy spatial kNN (6), row-max normalised"),
     ]
@@ -267,6 +269,27 @@ def peer_spatial_leiden_k(ds: Dataset, seed: int, **_):
     return leiden_to_k(a, ds.k, seed, adjacency=A)
 
 
+def peer_wnn_leiden_k(ds: Dataset, seed: int, **_):
+    """Weighted nearest neighbours (muon) of the RNA PCA and a PCA of the CLR protein values."""
+    import anndata as ad
+    import mudata as md
+    import muon as mu
+    import scanpy as sc
+
+    rna = _scanpy_pipeline(ds.adata, seed)
+    clr = np.asarray(ds.adata.obsm[PROTEIN_KEY], dtype=np.float32)
+    prot = ad.AnnData(X=clr.copy(), obs=pd.DataFrame(index=rna.obs_names))
+    sc.pp.scale(prot, max_value=10)
+    sc.pp.pca(prot, n_comps=min(N_PCS, prot.n_vars - 1), random_state=seed)
+    sc.pp.neighbors(prot, n_neighbors=N_NEIGHBORS, random_state=seed)
+    mdata = md.MuData({"rna": rna, "prot": prot})
+    mu.pp.neighbors(mdata, key_added="wnn", random_state=seed)
+    holder = ad.AnnData(
+        X=np.zeros((mdata.n_obs, 1), dtype=np.float32), obs=pd.DataFrame(index=mdata.obs_names)
+    )
+    return leiden_to_k(holder, ds.k, seed, adjacency=mdata.obsp["wnn_connectivities"])
+
+
 def scvi_epochs(n_obs: int, cap: int) -> int:
     from scvi.model._utils import get_max_epochs_heuristic
 
@@ -343,6 +366,7 @@ PEER_FUNCS: dict[str, Callable] = {
     "scanpy-leiden-k": peer_leiden_k,
     "pca-kmeans": peer_pca_kmeans,
     "spatial-leiden-k": peer_spatial_leiden_k,
+    "wnn-leiden-k": peer_wnn_leiden_k,
     "scvi-kmeans": peer_scvi_kmeans,
     "scvi-leiden-k": peer_scvi_leiden_k,
 }
