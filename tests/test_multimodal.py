@@ -128,8 +128,10 @@ def test_graph_modes(starmap_full):
     spatial = cell_graph(a.X, coords=coords, graph_mode="spatial")
     np.testing.assert_array_equal((spatial > 0).toarray(), (spatial_knn_graph(coords) > 0).toarray())
     expr = cell_graph(a.X, coords=coords, graph_mode="expression")
-    both = cell_graph(a.X, coords=coords)
+    both = cell_graph(a.X, coords=coords, graph_mode="both")
     assert sp.issparse(both) and both.nnz >= max(expr.nnz, spatial.nnz)
+    # with coordinates and no mode, the spatial graph is the default
+    assert (cell_graph(a.X, coords=coords) != spatial).nnz == 0
     assert (expr.toarray() > 0).sum() != (spatial.toarray() > 0).sum()
     with pytest.raises(ValueError, match="graph_mode"):
         cell_graph(a.X, coords=coords, graph_mode="tissue")

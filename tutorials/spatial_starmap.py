@@ -63,12 +63,13 @@ scsiam.tl.siamese_clu(
 scsiam.metrics.evaluate(reference["domain"], adata.obs["expr_clusters"])
 
 # %% [markdown]
-# ## Expression + spatial graph
+# ## Spatial graph (the default)
 #
-# With `spatial_key`, the default `graph_mode="both"` joins a squidpy spatial kNN graph
-# (`n_spatial_neighbors=6`) to the expression graph with weight `spatial_weight=0.5`; the edge
-# dropping of the Siamese views then also perturbs spatial edges. `graph_mode="spatial"` uses the
-# spatial graph alone. A squidpy graph can also be passed directly:
+# With `spatial_key`, the default `graph_mode="spatial"` runs the graph branch on a squidpy
+# spatial kNN graph (`n_spatial_neighbors=6`) while the gene encoder sees each cell's
+# expression; the edge dropping of the Siamese views then perturbs spatial edges.
+# `graph_mode="both"` joins the spatial graph to the expression graph with weight
+# `spatial_weight=0.5`. A squidpy graph can also be passed directly:
 # `sq.gr.spatial_neighbors(adata)` and then `neighbors_key="spatial_neighbors"`.
 
 # %%

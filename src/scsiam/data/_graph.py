@@ -110,11 +110,11 @@ def cell_graph(
     """The cell graph of scsiam: expression (or a given graph), optionally protein and spatial kNN graphs.
 
     ``graph_mode`` picks the graph when coordinates are given: ``"expression"`` (ignore them),
-    ``"spatial"`` (spatial graph only) or ``"both"`` (weighted union, the default with
-    coordinates). With ``protein`` values, a protein kNN graph joins the expression graph
+    ``"spatial"`` (spatial graph only, the default with coordinates: the gene encoder still
+    sees every cell's expression) or ``"both"`` (weighted union). With ``protein`` values, a protein kNN graph joins the expression graph
     with weight ``protein_weight``. ``groups`` (slices) keeps spatial edges within a group.
     """
-    mode = graph_mode or ("both" if coords is not None else "expression")
+    mode = graph_mode or ("spatial" if coords is not None else "expression")
     if mode not in GRAPH_MODES:
         raise ValueError(f"graph_mode={graph_mode!r} is not one of {', '.join(map(repr, GRAPH_MODES))}.")
     if mode != "expression" and coords is None:

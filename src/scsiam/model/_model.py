@@ -177,10 +177,11 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         spatial_key
             Key of spatial coordinates in ``adata.obsm``.
         spatial_weight
-            Weight of the spatial graph when combined with the expression graph.
+            Weight of the spatial graph when combined with the expression graph (``"both"``).
         graph_mode
-            With ``spatial_key``: ``"both"`` (default; weighted union), ``"spatial"`` (spatial graph
-            only) or ``"expression"`` (coordinates not used for the graph).
+            With ``spatial_key``: ``"spatial"`` (default; the graph branch runs on the spatial kNN
+            graph while the gene encoder sees expression), ``"both"`` (weighted union with the
+            expression graph) or ``"expression"`` (coordinates not used for the graph).
         protein_obsm_key
             Key of a cells × proteins matrix in ``adata.obsm`` (e.g. CLR-normalised ADTs), encoded by
             its own encoder with a gaussian likelihood and paired with the RNA view.

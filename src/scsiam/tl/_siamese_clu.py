@@ -72,9 +72,9 @@ def siamese_clu(
         Key of a graph in ``obsp`` to use as the cell graph. Not together with ``neighbors_key``.
         When neither is given, a label-free kNN graph is built.
     spatial_key
-        Key of coordinates in ``obsm``; a spatial kNN graph is then combined with the expression graph.
+        Key of coordinates in ``obsm``; a spatial kNN graph then becomes the cell graph (see ``graph_mode``).
     graph_mode
-        With ``spatial_key``: ``"both"`` (default), ``"spatial"`` or ``"expression"``; see
+        With ``spatial_key``: ``"spatial"`` (default), ``"both"`` or ``"expression"``; see
         :meth:`~scsiam.SiameseCluModel.setup_anndata`.
     spatial_weight
         Weight of the spatial graph in ``"both"`` mode.
@@ -170,7 +170,7 @@ def siamese_clu(
         "batch_key": batch_key,
         "spatial_key": spatial_key,
         "random_state": random_state,
-        "graph_mode": graph_mode if spatial_key is not None else None,
+        "graph_mode": (graph_mode or "spatial") if spatial_key is not None else None,
         "n_proteins": None if protein is None else int(protein.shape[1]),
     }
     params.update({name: v for name, v in optional.items() if v is not None})
