@@ -12,7 +12,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # CITE-seq: clustering RNA and protein together
 #

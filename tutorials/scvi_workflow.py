@@ -12,7 +12,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # An scvi-tools workflow: set up, train, save, load, embed new cells
 #

@@ -12,7 +12,6 @@
 #     name: python3
 # ---
 
-
 # %% [markdown]
 # # Spatial domains on STARmap
 #
@@ -20,7 +19,7 @@
 # cortical layers of a STARmap slice of mouse medial prefrontal cortex (Wang et al., 2018;
 # 1,049 cells, 166 genes; layer annotation from BASS, Li & Zhou, 2022):
 #
-# 1. cluster on the expression graph alone, then on the expression + spatial graph;
+# 1. cluster on the expression graph alone, then on the spatial graph (the default);
 # 2. draw the domains on the tissue with {func}`scsiam.pl.spatial`;
 # 3. look at how confident each assignment is with {func}`scsiam.pl.cluster_confidence`.
 #
@@ -87,7 +86,7 @@ scsiam.metrics.evaluate(reference["domain"], adata.obs["siamese_clusters"])
 
 # %%
 adata.obs["annotated layer"] = reference["domain"].values
-fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+fig, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")  # room for the legends
 scsiam.pl.spatial(adata, ax=axes[0], show=False)
 scsiam.pl.spatial(adata, color="expr_clusters", ax=axes[1], show=False)
 scsiam.pl.spatial(adata, color="annotated layer", ax=axes[2], show=False)
