@@ -111,8 +111,8 @@ def cell_graph(
 
     ``graph_mode`` picks the graph when coordinates are given: ``"expression"`` (ignore them),
     ``"spatial"`` (spatial graph only, the default with coordinates: the gene encoder still
-    sees every cell's expression) or ``"both"`` (weighted union). With ``protein`` values, a protein kNN graph joins the expression graph
-    with weight ``protein_weight``. ``groups`` (slices) keeps spatial edges within a group.
+    sees every cell's expression) or ``"both"`` (weighted union). With ``protein`` values, a
+    protein kNN graph joins the expression graph with weight ``protein_weight``. ``groups`` (slices) keeps spatial edges within a group.
     """
     mode = graph_mode or ("spatial" if coords is not None else "expression")
     if mode not in GRAPH_MODES:
