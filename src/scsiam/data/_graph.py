@@ -92,6 +92,11 @@ def feature_knn_graph(values, *, n_neighbors: int = 15, random_state: int = 0) -
 GRAPH_MODES = ("expression", "spatial", "both")
 
 
+def resolve_graph_mode(graph_mode: str | None, has_coords: bool) -> str:
+    """The graph mode used when ``graph_mode`` is None: the spatial graph with coordinates, else expression."""
+    return graph_mode or ("spatial" if has_coords else "expression")
+
+
 def cell_graph(
     X,
     *,
@@ -112,9 +117,10 @@ def cell_graph(
     ``graph_mode`` picks the graph when coordinates are given: ``"expression"`` (ignore them),
     ``"spatial"`` (spatial graph only, the default with coordinates: the gene encoder still
     sees every cell's expression) or ``"both"`` (weighted union). With ``protein`` values, a
-    protein kNN graph joins the expression graph with weight ``protein_weight``. ``groups`` (slices) keeps spatial edges within a group.
+    protein kNN graph joins the expression graph with weight ``protein_weight``. ``groups``
+    (slices) keeps spatial edges within a group.
     """
-    mode = graph_mode or ("spatial" if coords is not None else "expression")
+    mode = resolve_graph_mode(graph_mode, coords is not None)
     if mode not in GRAPH_MODES:
         raise ValueError(f"graph_mode={graph_mode!r} is not one of {', '.join(map(repr, GRAPH_MODES))}.")
     if mode != "expression" and coords is None:

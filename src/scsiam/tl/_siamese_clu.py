@@ -20,6 +20,7 @@ from .._validate import (
     is_count_matrix,
     keep_torch_threads,
 )
+from ..data._graph import resolve_graph_mode
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def siamese_clu(
         "batch_key": batch_key,
         "spatial_key": spatial_key,
         "random_state": random_state,
-        "graph_mode": (graph_mode or "spatial") if spatial_key is not None else None,
+        "graph_mode": resolve_graph_mode(graph_mode, True) if spatial_key is not None else None,
         "n_proteins": None if protein is None else int(protein.shape[1]),
     }
     params.update({name: v for name, v in optional.items() if v is not None})
