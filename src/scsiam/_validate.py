@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+import os
 
 import numpy as np
 import scipy.sparse as sp
@@ -87,29 +89,23 @@ def keep_torch_threads(fn):
     return wrapper
 
 
+@contextlib.contextmanager
 def torch_threads_from_env():
     """Context manager: torch's thread count from ``OMP_NUM_THREADS`` (when set) for the block.
 
     Other libraries (numba in scanpy) may have changed the shared OpenMP setting since torch
     read the variable at import; training honours the user's variable again.
     """
-    import contextlib
-    import os
-
     import torch
 
-    @contextlib.contextmanager
-    def _ctx():
-        before = torch.get_num_threads()
-        wanted = os.environ.get("OMP_NUM_THREADS", "")
-        if wanted.isdigit() and int(wanted) > 0:
-            torch.set_num_threads(int(wanted))
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-    return _ctx()
+    before = torch.get_num_threads()
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    if wanted.isdigit() and int(wanted) > 0:
+        torch.set_num_threads(int(wanted))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def in_memory(X):

@@ -430,11 +430,11 @@ class SiameseModule(BaseModuleClass):
             if int(self.ot_steps) % self.sinkhorn_every == 0:
                 bank = self.bank[: min(int(self.bank_fill), self.bank_limit)]
                 all_log_q = torch.cat([self.log_q(bank), log_q.detach()]) if bank.shape[0] else log_q.detach()
-                prior = {
-                    "estimated": lambda: all_log_q.exp().mean(0),
-                    "init": lambda: self.init_prior,
-                    "uniform": lambda: None,
-                }[self.cluster_prior]()
+                prior = None  # uniform
+                if self.cluster_prior == "estimated":
+                    prior = all_log_q.exp().mean(0)
+                elif self.cluster_prior == "init":
+                    prior = self.init_prior
                 self.ot_log_v = sinkhorn_potentials(
                     all_log_q,
                     prior,
