@@ -53,13 +53,18 @@ def _case(name, small):
         ),
         "missing-batch-key": (small, {"n_clusters": 3, "batch_key": "sample"}, KeyError, r"batch_key 'sample' is not a column"),
         "empty-key-added": (small, {"n_clusters": 3, "key_added": ""}, TypeError, r"key_added must be a non-empty string"),
+        "smoothing-without-coordinates": (small, {"n_clusters": 3, "spatial_smoothing": 2}, ValueError, r"spatial_smoothing needs spatial coordinates"),
+        "smoothing-negative": (
+            small, {"n_clusters": 3, "spatial_key": "spatial", "spatial_smoothing": -1}, ValueError,
+            r"spatial_smoothing must be a non-negative integer",
+        ),
     }[name]
 
 
 CASES = [
     "nan", "inf", "empty", "one-cell", "k>=n", "k>n", "k=1", "k-str", "k-float", "k-bool", "missing-layer",
     "missing-obsp", "missing-neighbors-key", "missing-spatial-key", "obsp-and-neighbors-key", "missing-batch-key",
-    "empty-key-added",
+    "empty-key-added", "smoothing-without-coordinates", "smoothing-negative",
 ]
 
 

@@ -190,3 +190,15 @@ def test_training_honours_omp_num_threads(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_smooth_rows_matches_dense_reference():
+    rng = np.random.default_rng(0)
+    A = sp.random(30, 30, density=0.1, random_state=1, format="csr")
+    A = G.symmetrize(A)
+    Q = rng.dirichlet(np.ones(4), size=30)
+    D = A.toarray() + np.eye(30)
+    D = D / D.sum(1, keepdims=True)
+    np.testing.assert_allclose(G.smooth_rows(Q, A, 2), D @ D @ Q, rtol=1e-10)
+    np.testing.assert_allclose(G.smooth_rows(Q, A, 2).sum(1), 1.0)
+    np.testing.assert_array_equal(G.smooth_rows(Q, A, 0), Q)

@@ -147,3 +147,27 @@ def test_spatial_graph_mode_through_tl(starmap_full):
     assert a.uns["siamese_clu"]["params"]["graph_mode"] == "spatial"
     with pytest.raises(ValueError, match="graph_mode"):
         scsiam.tl.siamese_clu(a, n_clusters=3, spatial_key="spatial", graph_mode="tissue", **TL_KW)
+
+
+def test_spatial_smoothing_through_tl(starmap_full):
+    """Smoothing averages the soft assignments over spatial neighbours: same model, smoother domains."""
+    from conftest import subsample
+
+    a = subsample(starmap_full, 200, seed=3)
+    plain = scsiam.tl.siamese_clu(a, n_clusters=3, spatial_key="spatial", copy=True, **TL_KW)
+    smooth = scsiam.tl.siamese_clu(a, n_clusters=3, spatial_key="spatial", spatial_smoothing=3, copy=True, **TL_KW)
+    assert "spatial_smoothing" not in plain.uns["siamese_clu"]["params"]
+    assert smooth.uns["siamese_clu"]["params"]["spatial_smoothing"] == 3
+    np.testing.assert_allclose(plain.obsm["X_siamese"], smooth.obsm["X_siamese"])  # same model
+    q, q0 = smooth.obsm["siamese_probabilities"], plain.obsm["siamese_probabilities"]
+    np.testing.assert_allclose(q.sum(1), 1.0, atol=1e-5)
+    assert not np.allclose(q, q0)
+    assert (smooth.obs["siamese_clusters"].astype(int).to_numpy() == q.argmax(1)).all()
+    # labels agree more often across spatial edges after smoothing
+    rows, cols = spatial_knn_graph(a.obsm["spatial"]).nonzero()
+
+    def agreement(b):
+        lab = b.obs["siamese_clusters"].to_numpy()
+        return (lab[rows] == lab[cols]).mean()
+
+    assert agreement(smooth) > agreement(plain)
