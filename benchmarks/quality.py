@@ -83,6 +83,7 @@ class Method:
     name: str
     family: str  # "scsiam", "ablation", "variant", "peer"
     model_kwargs: dict = field(default_factory=dict)
+    tl_kwargs: dict = field(default_factory=dict)  # further arguments of tl.siamese_clu
     auto_k: bool = False
     spatial_only: bool = False
     protein_only: bool = False  # runs only on files with obsm[PROTEIN_KEY] (CITE-seq)
@@ -97,6 +98,8 @@ METHODS: dict[str, Method] = {
         Method("scsiam-autok", "scsiam", auto_k=True, description="tl.siamese_clu defaults, n_clusters=None"),
         Method("scsiam-protein", "scsiam", protein_only=True,
                description="tl.siamese_clu defaults, k given, RNA + CLR protein (obsm['protein_clr'])"),
+        Method("scsiam-smooth", "scsiam", tl_kwargs={"spatial_smoothing": 3}, spatial_only=True,
+               description="tl.siamese_clu defaults, k given, spatial_smoothing=3"),
         Method("abl-noaug", "ablation",
                {"feature_augmentation": "none", "edge_drop_rate": 0.0, "diffusion": False},
                description="no feature/edge augmentation, no diffusion view"),
@@ -122,7 +125,7 @@ METHODS: dict[str, Method] = {
 PROTEIN_KEY = "protein_clr"
 PEERS = [n for n, m in METHODS.items() if m.family == "peer"]
 ABLATIONS = [n for n, m in METHODS.items() if m.family in ("ablation", "variant")]
-DEFAULT_METHODS = ["scsiam", "scsiam-autok", "scsiam-protein", *PEERS]
+DEFAULT_METHODS = ["scsiam", "scsiam-autok", "scsiam-protein", "scsiam-smooth", *PEERS]
 
 
 # ------------------------------------------------------------------------------------ data
@@ -386,6 +389,7 @@ def run_scsiam(ds: Dataset, seed: int, method: Method, train_kwargs: dict, **_):
         protein_obsm_key=PROTEIN_KEY if method.protein_only else None,
         model_kwargs=dict(method.model_kwargs) or None,
         train_kwargs=dict(train_kwargs) or None,
+        **method.tl_kwargs,
     )
     params = adata.uns["siamese_clu"]["params"]
     extra = {"k_model": int(params["n_clusters"]), "n_epochs": params.get("n_epochs")}
@@ -467,6 +471,8 @@ def method_config(method: Method, ds: Dataset, args) -> dict:
     }
     if method.protein_only:
         cfg["protein_obsm_key"] = PROTEIN_KEY
+    if method.tl_kwargs:
+        cfg["tl_kwargs"] = method.tl_kwargs
     return cfg
 
 
