@@ -389,7 +389,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size: int | None = None,
         fanout: int | None = 10,
         num_hops: int = 1,
-        cluster_weight: float = 0.1,
+        cluster_weight: float = 0.3,
         ramp_epochs: int = 5,
         tol: float = 1e-3,
         accelerator: str = "auto",
