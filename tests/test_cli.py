@@ -95,6 +95,14 @@ def test_bad_input_value_reports_error(small_h5ad, tmp_path, capsys):
     assert not (tmp_path / "o.h5ad").exists()
 
 
+def test_spatial_smoothing_without_coordinates_reports_error(small_h5ad, tmp_path, capsys):
+    out = tmp_path / "o.h5ad"
+    rc = cli.main(["cluster", str(small_h5ad), "-o", str(out), "--n-clusters", "3", "--spatial-smoothing", "2"])
+    assert rc == 2
+    assert "spatial_smoothing needs spatial coordinates" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cluster_end_to_end(small_h5ad, tmp_path, capsys):
     """Read, cluster with the default schedule, write, and print ARI/NMI against the held-out labels."""
     out = tmp_path / "out.h5ad"

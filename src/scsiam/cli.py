@@ -30,6 +30,7 @@ def _cluster(args) -> int:
         n_clusters=args.n_clusters,
         layer=args.layer,
         spatial_key=args.spatial_key,
+        spatial_smoothing=args.spatial_smoothing,
         random_state=args.seed,
         progress_bar=_progress(),
     )
@@ -106,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n-clusters", type=_n_clusters, default=None, help="number of clusters (default: estimated)")
     c.add_argument("--layer", default=None, help="layer holding the counts (default: X)")
     c.add_argument("--spatial-key", default=None, help="obsm key of spatial coordinates")
+    c.add_argument(
+        "--spatial-smoothing", type=int, default=0,
+        help="with --spatial-key: average soft assignments over spatial neighbours this many times (default 0)",
+    )  # fmt: skip
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     c.add_argument("--labels-key", default=None, help="obs column of reference labels, used only to print ARI/NMI after fitting")
     c.set_defaults(func=_cluster)
