@@ -58,13 +58,17 @@ def _case(name, small):
             small, {"n_clusters": 3, "spatial_key": "spatial", "spatial_smoothing": -1}, ValueError,
             r"spatial_smoothing must be a non-negative integer",
         ),
+        "smoothing-float": (
+            small, {"n_clusters": 3, "spatial_key": "spatial", "spatial_smoothing": 1.5}, TypeError,
+            r"spatial_smoothing must be an integer",
+        ),
     }[name]
 
 
 CASES = [
     "nan", "inf", "empty", "one-cell", "k>=n", "k>n", "k=1", "k-str", "k-float", "k-bool", "missing-layer",
     "missing-obsp", "missing-neighbors-key", "missing-spatial-key", "obsp-and-neighbors-key", "missing-batch-key",
-    "empty-key-added", "smoothing-without-coordinates", "smoothing-negative",
+    "empty-key-added", "smoothing-without-coordinates", "smoothing-negative", "smoothing-float",
 ]
 
 

@@ -140,8 +140,9 @@ def siamese_clu(
         raise KeyError(f"batch_key {batch_key!r} is not a column of obs.")
     if not isinstance(key_added, str) or not key_added:
         raise TypeError(f"key_added must be a non-empty string, got {key_added!r}.")
-    steps_ok = isinstance(spatial_smoothing, int | np.integer) and not isinstance(spatial_smoothing, bool)
-    if not steps_ok or spatial_smoothing < 0:
+    if not isinstance(spatial_smoothing, int | np.integer) or isinstance(spatial_smoothing, bool):
+        raise TypeError(f"spatial_smoothing must be an integer (steps), got {spatial_smoothing!r}.")
+    if spatial_smoothing < 0:
         raise ValueError(f"spatial_smoothing must be a non-negative integer (steps), got {spatial_smoothing!r}.")
     if spatial_smoothing and coords is None:
         raise ValueError("spatial_smoothing needs spatial coordinates: pass spatial_key (e.g. 'spatial').")
