@@ -93,6 +93,7 @@ def test_params(default_runs):
     params = entry["params"]
     assert isinstance(params, dict)
     assert params["n_clusters"] == K
+    assert params["n_clusters_found"] == adata.obs["siamese_clusters"].nunique()
     assert params["n_clusters_estimated"] is False
     assert params["likelihood"] == "nb"
     assert params["graph"] == "built"
@@ -233,6 +234,25 @@ def test_add_confidence(worm_full):
     np.testing.assert_allclose(conf, adata.obsm["siamese_probabilities"].max(1), atol=1e-6)
     assert ((conf >= 1 / 3 - 1e-6) & (conf <= 1 + 1e-6)).all()
     assert adata.uns["siamese_clu"]["params"]["likelihood"] == "nb"
+
+
+def test_warns_when_clusters_empty_out(worm_full, monkeypatch):
+    """A cluster that no cell ends in is reported, not hidden: warning, params, one column per cluster kept."""
+    adata = top_genes(subsample(worm_full, 120, seed=17), 300)
+    predict = SiameseCluModel.predict
+
+    def predict_without_last(self, *args, **kwargs):
+        q = predict(self, *args, **kwargs)
+        q[:, -1] = 0.0  # no cell prefers the last cluster
+        return q / q.sum(1, keepdims=True)
+
+    monkeypatch.setattr(SiameseCluModel, "predict", predict_without_last)
+    with pytest.warns(UserWarning, match=r"of the 3 clusters hold cells after training"):
+        scsiam.tl.siamese_clu(adata, n_clusters=3, **TL_KW)
+    params = adata.uns["siamese_clu"]["params"]
+    assert params["n_clusters"] == 3
+    assert params["n_clusters_found"] == adata.obs["siamese_clusters"].nunique() < 3
+    assert adata.obsm["siamese_probabilities"].shape[1] == 3
 
 
 def test_backed_anndata(worm_full, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -124,7 +125,8 @@ def siamese_clu(
     ``obsm[f"{key_added}_probabilities"]``
         Soft assignments, rows summing to 1 (spatially smoothed with ``spatial_smoothing``).
     ``uns[f"{key_added}_clu"]["params"]``
-        Parameters of the run, including the number of clusters used.
+        Parameters of the run, including the number of clusters used (``n_clusters``) and the
+        number holding cells at the end (``n_clusters_found``; a warning says when it is smaller).
     """
     from ..model import SiameseCluModel
 
@@ -173,8 +175,18 @@ def siamese_clu(
         q = smooth_rows(q, spatial_knn_graph(coords, groups=groups), spatial_smoothing)
     labels = q.argmax(1).astype(str)
     clusters = pd.Categorical(labels, categories=natsorted(np.unique(labels)))
+    n_found = len(clusters.categories)
+    if n_found < model.n_clusters_:
+        warnings.warn(
+            f"{n_found} of the {model.n_clusters_} clusters hold cells after training: the others emptied "
+            f"out during the clustering phase (obsm['{key_added}_probabilities'] keeps one column per "
+            "cluster). Pass a smaller n_clusters, or a smaller train_kwargs={'cluster_weight': ...} to keep more.",
+            UserWarning,
+            stacklevel=2,
+        )
     params = {
         "n_clusters": int(model.n_clusters_),
+        "n_clusters_found": n_found,
         "n_clusters_estimated": bool(k is None),
         "graph": graph_name,
         "likelihood": model.module.likelihood,
