@@ -168,7 +168,11 @@ def spatial_knn_graph(
         tmp.obs["library"] = pd_categorical(groups)
         kw["library_key"] = "library"
     n_neighs = int(max(1, min(n_neighs, coords.shape[0] - 1)))
-    sq.gr.spatial_neighbors(tmp, spatial_key="spatial", coord_type="generic", n_neighs=n_neighs, **kw)
+    knn = getattr(sq.gr, "spatial_neighbors_knn", None)  # squidpy >= 1.8; spatial_neighbors is deprecated there
+    if knn is not None:
+        knn(tmp, spatial_key="spatial", n_neighs=n_neighs, **kw)
+    else:  # pragma: no cover - older squidpy
+        sq.gr.spatial_neighbors(tmp, spatial_key="spatial", coord_type="generic", n_neighs=n_neighs, **kw)
     A = symmetrize(tmp.obsp["spatial_connectivities"])
     A.data[:] = 1.0
     return A
