@@ -169,6 +169,30 @@ def test_options_run(adata150, kwargs):
     assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
 
 
+@pytest.mark.parametrize("reseed", [True, False])
+def test_reseed_empty_is_called_once_per_clustering_epoch(adata150, monkeypatch, reseed):
+    from scsiam.module import SiameseModule
+
+    calls = []
+    original = SiameseModule.reseed_empty_centers
+
+    def spy(self, counts):
+        calls.append(counts.detach().cpu().numpy().copy())
+        return original(self, counts)
+
+    monkeypatch.setattr(SiameseModule, "reseed_empty_centers", spy)
+    torch.manual_seed(0)
+    model = SiameseCluModel(adata150, n_clusters=3, n_hidden=64, n_graph_hidden=32)
+    model.train(max_epochs=4, batch_size=64, progress_bar=False, reseed_empty=reseed)
+    if not reseed:
+        assert calls == []
+        return
+    # epochs 3 and 4 are the clustering phase; every cell is counted once per epoch
+    assert len(calls) == 2
+    for counts in calls:
+        assert counts.shape == (3,) and counts.sum() == adata150.n_obs
+
+
 def test_option_graph_encoder_and_fusion_are_built(adata150):
     gat = SiameseCluModel(adata150, n_clusters=3, graph_encoder="gat", fusion="concat")
     assert gat.module.graph_encoder.kind == "gat"

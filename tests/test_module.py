@@ -191,6 +191,29 @@ def test_module_centres_resize_and_log_q():
     torch.testing.assert_close(m.centers, other.centers)
 
 
+def test_reseed_empty_centers_moves_them_into_the_largest_cluster():
+    torch.manual_seed(0)
+    m = SiameseModule(10, n_latent=2, bank_size=64)
+    # two well separated groups of embeddings; centre 2 sits far away and owns no cell
+    z = torch.cat([torch.randn(40, 2) * 0.1, torch.randn(20, 2) * 0.1 + 5.0])
+    m.init_centers(torch.tensor([[0.0, 0.0], [5.0, 5.0], [100.0, 100.0]]), z)
+    m.set_bank_limit(200, 0)
+    m._push_bank(z)
+    # nothing to do while every cluster holds cells
+    assert m.reseed_empty_centers(torch.tensor([40.0, 20.0, 1.0])).numel() == 0
+    assert torch.equal(m.centers[2], torch.tensor([100.0, 100.0]))
+    done = m.reseed_empty_centers(torch.tensor([40.0, 20.0, 0.0]))
+    assert done.tolist() == [2]
+    # the new centre is one of the embeddings of the largest cluster (cluster 0)
+    dist = (z[:40] - m.centers[2]).norm(dim=1)
+    assert dist.min() < 1e-6
+    assert m.log_q(z).argmax(1).bincount(minlength=3)[2] > 0
+    # all clusters empty except one: the OT memory cannot split everything, nothing is moved
+    before = m.centers.clone()
+    m.reseed_empty_centers(torch.tensor([0.0, 0.0, 0.0]))
+    assert torch.equal(m.centers, before)
+
+
 def test_sample_is_not_supported():
     with pytest.raises(NotImplementedError):
         SiameseModule(10).sample()

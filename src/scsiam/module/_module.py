@@ -238,6 +238,37 @@ class SiameseModule(BaseModuleClass):
         self.ot_log_v = torch.zeros(k, device=centers.device)
         self.ot_steps.zero_()
 
+    @torch.no_grad()
+    def reseed_empty_centers(self, counts: torch.Tensor) -> torch.Tensor:
+        """Move the centres of clusters that hold no cell into the largest cluster.
+
+        ``counts`` are the cells per cluster in the last epoch. Each empty cluster's centre is
+        placed on a recent embedding (from the OT memory) of a cell of the currently largest
+        cluster, which the two centres then split; the OT prior gives the new cluster its
+        share of cells again. Returns the indices of the reseeded clusters.
+        """
+        counts = counts.detach().to(self.centers.device).clone().float()
+        empty = (counts == 0).nonzero().flatten()
+        bank = self.bank[: min(int(self.bank_fill), self.bank_limit)]
+        if empty.numel() == 0 or bank.shape[0] == 0 or empty.numel() >= self.n_clusters:
+            return empty[:0]
+        owner = self.log_q(bank).argmax(1)
+        done = []
+        for e in empty.tolist():
+            big = int(counts.argmax())
+            members = (owner == big).nonzero().flatten()
+            if members.numel() == 0:
+                continue
+            pick = members[torch.randint(members.numel(), (1,), device=members.device)]
+            self.centers.data[e] = bank[pick].squeeze(0)
+            self.log_var.data[e] = self.log_var.data[big]
+            self.log_pi.data[e] = self.log_pi.data[big]
+            self.ot_log_v[e] = self.ot_log_v[big]
+            owner[members[torch.rand(members.numel(), device=members.device) < 0.5]] = e
+            counts[e] = counts[big] = counts[big] / 2
+            done.append(e)
+        return torch.as_tensor(done, dtype=torch.long, device=self.centers.device)
+
     def set_phase(self, phase: str) -> None:
         """Freeze the cluster-head parameters a phase does not use (needed by DDP, harmless otherwise)."""
         clustering = phase == "cluster"

@@ -180,7 +180,8 @@ def siamese_clu(
         warnings.warn(
             f"{n_found} of the {model.n_clusters_} clusters hold cells after training: the others emptied "
             f"out during the clustering phase (obsm['{key_added}_probabilities'] keeps one column per "
-            "cluster). Pass a smaller n_clusters, or a smaller train_kwargs={'cluster_weight': ...} to keep more.",
+            "cluster). To keep more, pass train_kwargs={'reseed_empty': True} (moves the centres of empty "
+            "clusters into the largest one) or a smaller train_kwargs={'cluster_weight': ...}.",
             UserWarning,
             stacklevel=2,
         )

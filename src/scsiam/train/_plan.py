@@ -26,6 +26,10 @@ class SiameseTrainingPlan(TrainingPlan):
         fraction of cells changed their hard assignment during an epoch (after the ramp).
     n_obs
         Number of cells (to track assignments between epochs).
+    reseed_empty
+        In the clustering phase, move the centre of a cluster that held no cell during an epoch
+        into the largest cluster (see :meth:`~scsiam.module.SiameseModule.reseed_empty_centers`),
+        so that more of the clusters asked for are kept.
     **kwargs
         Optimiser settings of :class:`scvi.train.TrainingPlan` (``lr``, ``weight_decay``, ...).
     """
@@ -39,6 +43,7 @@ class SiameseTrainingPlan(TrainingPlan):
         ramp_epochs: int = 5,
         tol: float = 1e-3,
         n_obs: int = 0,
+        reseed_empty: bool = False,
         **kwargs,
     ):
         if phase not in ("pretrain", "cluster"):
@@ -49,6 +54,8 @@ class SiameseTrainingPlan(TrainingPlan):
         self.cluster_weight = float(cluster_weight)
         self.ramp_epochs = max(int(ramp_epochs), 1)
         self.tol = float(tol)
+        self.reseed_empty = bool(reseed_empty)
+        self.n_reseeded = 0
         self._assign = np.full(n_obs, -1, dtype=np.int64) if phase == "cluster" else None
         self._prev = None
 
@@ -80,6 +87,8 @@ class SiameseTrainingPlan(TrainingPlan):
         if self._assign is None:
             return
         cur = self._assign.copy()
+        if self.reseed_empty:
+            self._reseed(cur)
         if self._prev is not None:
             seen = (cur >= 0) & (self._prev >= 0)
             changed = float((cur[seen] != self._prev[seen]).mean()) if seen.any() else 1.0
@@ -89,6 +98,25 @@ class SiameseTrainingPlan(TrainingPlan):
             if self.current_epoch + 1 >= self.ramp_epochs and changed < self.tol:
                 self.trainer.should_stop = True
         self._prev = cur
+
+    def _reseed(self, assign: np.ndarray) -> None:
+        k = self.module.n_clusters
+        counts = torch.as_tensor(np.bincount(assign[assign >= 0], minlength=k)[:k], device=self.device)
+        # under DDP every rank holds its own share of cells: sum the counts, reseed on rank 0
+        counts = self.trainer.strategy.reduce(counts.float(), reduce_op="sum")
+        reseeded = self.module.reseed_empty_centers(counts)
+        centers = self.trainer.strategy.broadcast(self.module.centers.data, src=0)
+        self.module.centers.data.copy_(centers)
+        n = int(self.trainer.strategy.broadcast(torch.tensor(reseeded.numel()), src=0))
+        if n:
+            # forget the optimiser's momentum of the moved centres, which pointed where they came from
+            opt = self.optimizers()
+            state = getattr(opt, "optimizer", opt).state.get(self.module.centers, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][reseeded] = 0.0
+        self.n_reseeded += n
+        self.log("clusters_reseeded", float(n), on_epoch=True)
 
     # ------------------------------------------------------------------ checkpoint and resume
     def on_save_checkpoint(self, checkpoint) -> None:
