@@ -137,6 +137,18 @@ def test_auto_k(worm_full, tmp_path):
     np.testing.assert_allclose(loaded.predict(soft=True), q, atol=1e-5)
 
 
+def test_auto_k_counts_only_communities_above_min_fraction():
+    from scsiam.model._autok import estimate_n_clusters
+
+    rng = np.random.default_rng(0)
+    # three populations of 300 cells and one of 6 (0.7 %), far apart in an 8-d embedding
+    centres = np.eye(4, 8) * 20
+    z = np.concatenate([rng.normal(size=(n, 8)) + c for n, c in zip((300, 300, 300, 6), centres)])
+    k, info = estimate_n_clusters(z)
+    assert (k, info["n_communities"], info["min_fraction"]) == (3, 4, 0.03)
+    assert estimate_n_clusters(z, min_fraction=0.005)[0] == 4
+
+
 OPTIONS = [
     {"graph_encoder": "gat"},
     {"feature_augmentation": "mask"},

@@ -18,13 +18,16 @@ def estimate_n_clusters(
     resolution: float = 1.0,
     n_neighbors: int = 15,
     max_cells: int = 50_000,
+    min_fraction: float = 0.03,
     random_state: int = 0,
 ) -> tuple[int, dict]:
     """Estimate k as the number of Leiden communities of the embedding's kNN graph.
 
     Uses scanpy's kNN and igraph Leiden on at most ``max_cells`` cells (a random sample above),
-    so time and memory stay linear. Communities holding fewer than 0.5 % of the cells are not
-    counted. Returns k and a dict of diagnostics.
+    so time and memory stay linear. Communities holding fewer than ``min_fraction`` of the cells
+    (3 %) are not counted: at resolution 1, Leiden splits large populations into several
+    communities, and counting small ones as well overestimated k on most benchmark files (see
+    ``benchmarks/probe_autok.py``). Returns k and a dict of diagnostics.
     """
     import anndata as ad
     import scanpy as sc
@@ -40,6 +43,11 @@ def estimate_n_clusters(
         tmp, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=random_state
     )
     sizes = tmp.obs["leiden"].value_counts().to_numpy()
-    k = int(max(2, (sizes >= max(2, 0.005 * idx.size)).sum()))
+    k = int(max(2, (sizes >= max(2, min_fraction * idx.size)).sum()))
     k = min(k, z.shape[0] - 1)
-    return k, {"method": "leiden", "resolution": resolution, "n_communities": int(sizes.size)}
+    return k, {
+        "method": "leiden",
+        "resolution": resolution,
+        "min_fraction": min_fraction,
+        "n_communities": int(sizes.size),
+    }
