@@ -143,7 +143,7 @@ def test_auto_k_counts_only_communities_above_min_fraction():
     rng = np.random.default_rng(0)
     # three populations of 300 cells and one of 6 (0.7 %), far apart in an 8-d embedding
     centres = np.eye(4, 8) * 20
-    z = np.concatenate([rng.normal(size=(n, 8)) + c for n, c in zip((300, 300, 300, 6), centres)])
+    z = np.concatenate([rng.normal(size=(n, 8)) + c for n, c in zip((300, 300, 300, 6), centres, strict=True)])
     k, info = estimate_n_clusters(z)
     assert (k, info["n_communities"], info["min_fraction"]) == (3, 4, 0.03)
     assert estimate_n_clusters(z, min_fraction=0.005)[0] == 4
