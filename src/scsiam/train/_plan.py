@@ -107,7 +107,7 @@ class SiameseTrainingPlan(TrainingPlan):
         reseeded = self.module.reseed_empty_centers(counts)
         centers = self.trainer.strategy.broadcast(self.module.centers.data, src=0)
         self.module.centers.data.copy_(centers)
-        n = int(self.trainer.strategy.broadcast(torch.tensor(reseeded.numel()), src=0))
+        n = int(self.trainer.strategy.broadcast(torch.tensor(reseeded.numel(), device=self.device), src=0))
         if n:
             # forget the optimiser's momentum of the moved centres, which pointed where they came from
             opt = self.optimizers()
