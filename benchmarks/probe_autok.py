@@ -8,7 +8,8 @@ where it estimates k: the embedding it passes to the estimator (the pretrained o
 ``--cache`` and the run stops there. The candidate estimators then run on the saved embeddings:
 
 - ``leiden r=R min=F``: Leiden communities of the 15-NN graph at resolution R, counting only
-  communities that hold at least a fraction F of the cells (the default is r=1, min=0.005);
+  communities that hold at least a fraction F of the cells (scsiam's estimator itself; its
+  default is r=1, min=0.03);
 - ``silhouette``: the KMeans k in 2..30 with the highest silhouette (3,000-cell sample);
 - ``stability``: the Leiden resolution whose partitions agree best (mean pairwise ARI) over five
   80 % subsamples, and its median number of communities.
@@ -82,14 +83,12 @@ def _leiden(tmp, resolution: float, seed: int) -> np.ndarray:
 
 
 def leiden_counts(z: np.ndarray, seed: int) -> dict:
-    tmp = _knn(z, seed)
-    out = {}
-    for r in sorted({r for r, _ in LEIDEN_GRID}):
-        sizes = np.bincount(_leiden(tmp, r, seed))
-        for rr, f in LEIDEN_GRID:
-            if rr == r:
-                out[f"leiden r={r} min={f}"] = int(max(2, (sizes >= max(2, f * z.shape[0])).sum()))
-    return out
+    from scsiam.model._autok import estimate_n_clusters
+
+    return {
+        f"leiden r={r} min={f}": estimate_n_clusters(z, resolution=r, min_fraction=f, random_state=seed)[0]
+        for r, f in LEIDEN_GRID
+    }
 
 
 def silhouette_k(z: np.ndarray, seed: int) -> int:

@@ -55,7 +55,6 @@ class SiameseTrainingPlan(TrainingPlan):
         self.ramp_epochs = max(int(ramp_epochs), 1)
         self.tol = float(tol)
         self.reseed_empty = bool(reseed_empty)
-        self.n_reseeded = 0
         self._assign = np.full(n_obs, -1, dtype=np.int64) if phase == "cluster" else None
         self._prev = None
 
@@ -100,23 +99,25 @@ class SiameseTrainingPlan(TrainingPlan):
         self._prev = cur
 
     def _reseed(self, assign: np.ndarray) -> None:
-        k = self.module.n_clusters
+        m, strategy = self.module, self.trainer.strategy
+        k = m.n_clusters
         counts = torch.as_tensor(np.bincount(assign[assign >= 0], minlength=k)[:k], device=self.device)
-        # under DDP every rank holds its own share of cells: sum the counts, reseed on rank 0
-        counts = self.trainer.strategy.reduce(counts.float(), reduce_op="sum")
-        reseeded = self.module.reseed_empty_centers(counts)
-        centers = self.trainer.strategy.broadcast(self.module.centers.data, src=0)
-        self.module.centers.data.copy_(centers)
-        n = int(self.trainer.strategy.broadcast(torch.tensor(reseeded.numel(), device=self.device), src=0))
-        if n:
+        # under DDP every rank holds its own share of cells and of the OT memory: sum the counts,
+        # and keep rank 0's centres
+        counts = strategy.reduce(counts.float(), reduce_op="sum")
+        before = m.centers.detach().clone()
+        m.reseed_empty_centers(counts)
+        for param in (m.centers, m.log_var, m.log_pi):
+            param.data.copy_(strategy.broadcast(param.data, src=0))
+        moved = (m.centers.detach() != before).any(1).nonzero().flatten()
+        if moved.numel():
             # forget the optimiser's momentum of the moved centres, which pointed where they came from
             opt = self.optimizers()
-            state = getattr(opt, "optimizer", opt).state.get(self.module.centers, {})
+            state = getattr(opt, "optimizer", opt).state.get(m.centers, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:
-                    state[key][reseeded] = 0.0
-        self.n_reseeded += n
-        self.log("clusters_reseeded", float(n), on_epoch=True)
+                    state[key][moved] = 0.0
+        self.log("clusters_reseeded", float(moved.numel()), on_epoch=True)
 
     # ------------------------------------------------------------------ checkpoint and resume
     def on_save_checkpoint(self, checkpoint) -> None:
