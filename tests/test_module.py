@@ -147,6 +147,30 @@ def test_module_loss_is_finite_and_differentiable(likelihood):
     assert m.graph_encoder.inp.weight.grad.abs().sum() > 0
 
 
+def test_protein_reconstruction_counts_each_protein_like_one_gene():
+    rng = np.random.default_rng(0)
+    n, g, p = 80, 30, 6
+    X = sp.csr_matrix(rng.poisson(1.0, size=(n, g)).astype(np.float32))
+    R = sp.random(n, n, density=0.1, random_state=0, format="csr")
+    A = symmetrize(R + R.T)
+    prot = rng.normal(size=(n, p)).astype(np.float32)
+    split = GraphDataSplitter(CellSource(X, protein=prot), CSRGraph(A), CSRGraph(ppr_graph(A, top_k=5)), batch_size=32)
+    batch = next(split._iterate(train=True))
+    assert SiameseModule(g, n_protein=p).w_protein == pytest.approx(p / g)
+
+    def reconstruction(w_protein):
+        torch.manual_seed(0)
+        m = SiameseModule(g, n_protein=p, w_protein=w_protein, n_hidden=32, n_graph_hidden=16, n_latent=8).eval()
+        inf = m.inference(batch)
+        gen = m.generative(**m._get_generative_input(batch, inf))
+        return m.loss(batch, inf, gen).extra_metrics["loss_reconstruction"].item()
+
+    # the protein term (MSE over proteins) enters linearly with its weight
+    r0, r1, r2 = reconstruction(0.0), reconstruction(1.0), reconstruction(2.0)
+    assert r1 > r0 and r2 - r1 == pytest.approx(r1 - r0, rel=1e-4)
+    assert reconstruction(None) == pytest.approx(r0 + (r1 - r0) * p / g, rel=1e-4)
+
+
 def test_module_inference_without_augmentation_is_deterministic():
     torch.manual_seed(0)
     batch = _batch()

@@ -103,6 +103,11 @@ class SiameseModule(BaseModuleClass):
     cross_modal
         With proteins: also pair the RNA embedding of one view with the protein embedding of
         the other (cross-modal Siamese pairing).
+    w_protein
+        Weight of the protein reconstruction (mean squared error over the proteins) next to the
+        expression term (mean negative log-likelihood over the genes). ``None``: ``n_protein /
+        n_input``, so that each protein counts as much as one gene, as in a likelihood summed
+        over all features; a weight of 1 lets a few proteins outweigh thousands of genes.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class SiameseModule(BaseModuleClass):
         temperature: float = 0.5,
         n_protein: int = 0,
         cross_modal: bool = True,
+        w_protein: float | None = None,
         target_sum: float = 1e4,
     ):
         super().__init__()
@@ -161,6 +167,7 @@ class SiameseModule(BaseModuleClass):
         self.w_graph, self.w_fusion, self.w_prop = w_graph, w_fusion, w_prop
         self.temperature = temperature
         self.n_protein, self.cross_modal = n_protein, cross_modal
+        self.w_protein = float(n_protein / n_input if w_protein is None else w_protein)
 
         self.gene_encoder = GeneEncoder(n_input, n_latent, n_hidden, n_layers, dropout)
         self.protein_encoder = (
@@ -495,7 +502,7 @@ class SiameseModule(BaseModuleClass):
         else:
             rec = -generative_outputs["px"].log_prob(x).mean(1)
         if "protein_mean" in generative_outputs:
-            rec = rec + F.mse_loss(
+            rec = rec + self.w_protein * F.mse_loss(
                 generative_outputs["protein_mean"], tensors["protein"][:n_seed], reduction="none"
             ).mean(1)
         v1, v2 = inference_outputs["views"]
