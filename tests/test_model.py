@@ -218,3 +218,23 @@ def test_likelihood_validation(adata150):
         SiameseCluModel(adata150, n_clusters=3, likelihood="poisson")
     m = SiameseCluModel(adata150, n_clusters=3)
     assert m.module.likelihood == "nb"  # "auto" on counts
+
+
+def test_training_and_getters_hide_only_internal_warnings(adata150):
+    import re
+    import warnings
+
+    from scsiam._validate import INTERNAL_WARNINGS, quiet_internal_warnings
+
+    model = SiameseCluModel(adata150, n_clusters=3, n_hidden=64, n_graph_hidden=32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=2, batch_size=64, progress_bar=False)
+        model.get_latent_representation()
+        model.predict(soft=True)
+        with quiet_internal_warnings():
+            warnings.warn("a warning meant for the user", UserWarning, stacklevel=1)
+    messages = [str(w.message) for w in caught]
+    for _, pattern in INTERNAL_WARNINGS:
+        assert not [m for m in messages if re.search(pattern, m)], pattern
+    assert "a warning meant for the user" in messages

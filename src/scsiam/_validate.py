@@ -108,6 +108,28 @@ def torch_threads_from_env():
         torch.set_num_threads(before)
 
 
+# Warnings about how scsiam uses its dependencies internally, which a user cannot act on:
+# torch's notices on the sparse CSR tensors of the encoders, Lightning's note on iterable
+# datasets with a length (the loaders here never use worker processes), and Lightning's use of
+# a torch API that torch has deprecated.
+INTERNAL_WARNINGS = (
+    (UserWarning, r"Sparse (CSR tensor support|invariant checks)"),
+    (UserWarning, r"Your `IterableDataset` has `__len__` defined"),
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+)
+
+
+@contextlib.contextmanager
+def quiet_internal_warnings():
+    """Context manager: hide ``INTERNAL_WARNINGS`` inside the block; every other warning passes."""
+    import warnings
+
+    with warnings.catch_warnings():
+        for category, message in INTERNAL_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
+
+
 def in_memory(X):
     """The matrix itself, or, for AnnData opened with ``backed="r"``, its contents read into memory.
 

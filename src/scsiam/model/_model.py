@@ -33,6 +33,7 @@ from .._validate import (
     in_memory,
     is_count_matrix,
     keep_torch_threads,
+    quiet_internal_warnings,
     torch_threads_from_env,
 )
 from ..data._fields import MuDataObspField, ObspField
@@ -535,7 +536,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
                 c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)
             ]
         try:
-            with warnings.catch_warnings(), torch_threads_from_env():
+            with warnings.catch_warnings(), quiet_internal_warnings(), torch_threads_from_env():
                 # scvi's TrainingPlan defines validation_step; this model trains without a validation set
                 warnings.filterwarnings("ignore", message=r".*`validation_step` but have no `val_dataloader`")
                 runner()
@@ -555,12 +556,13 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         self.module.eval()
         dev = self.device
         zs, qs = [], []
-        for batch in splitter.inference_batches(batch_size=batch_size or 1024):
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            z = self.module.inference(batch, augment=False)["z"]
-            zs.append(z.cpu())
-            if soft:
-                qs.append(self.module.log_q(z).exp().cpu())
+        with quiet_internal_warnings():
+            for batch in splitter.inference_batches(batch_size=batch_size or 1024):
+                batch = {k: v.to(dev) for k, v in batch.items()}
+                z = self.module.inference(batch, augment=False)["z"]
+                zs.append(z.cpu())
+                if soft:
+                    qs.append(self.module.log_q(z).exp().cpu())
         z = torch.cat(zs).numpy()
         return (z, torch.cat(qs).numpy()) if soft else z
 
