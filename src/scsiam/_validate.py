@@ -109,11 +109,13 @@ def torch_threads_from_env():
 
 
 # Warnings about how scsiam uses its dependencies internally, which a user cannot act on:
-# torch's notices on the sparse CSR tensors of the encoders, Lightning's note on iterable
-# datasets with a length (the loaders here never use worker processes), and Lightning's use of
-# a torch API that torch has deprecated.
+# torch's notices on the sparse CSR tensors of the encoders, Lightning's note on a
+# `validation_step` without validation data (scvi's TrainingPlan defines one; this model trains
+# without a validation set), its note on iterable datasets with a length (the loaders here never
+# use worker processes), and its use of a torch API that torch has deprecated.
 INTERNAL_WARNINGS = (
     (UserWarning, r"Sparse (CSR tensor support|invariant checks)"),
+    (Warning, r".*`validation_step` but have no `val_dataloader`"),
     (UserWarning, r"Your `IterableDataset` has `__len__` defined"),
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
 )

@@ -536,9 +536,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
                 c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)
             ]
         try:
-            with warnings.catch_warnings(), quiet_internal_warnings(), torch_threads_from_env():
-                # scvi's TrainingPlan defines validation_step; this model trains without a validation set
-                warnings.filterwarnings("ignore", message=r".*`validation_step` but have no `val_dataloader`")
+            with quiet_internal_warnings(), torch_threads_from_env():
                 runner()
         except SystemExit as e:
             # Lightning turns Ctrl-C into sys.exit(1) after a graceful stop; give callers the interrupt back
@@ -548,6 +546,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
 
     # ------------------------------------------------------------------------------ getters
     @torch.inference_mode()
+    @quiet_internal_warnings()
     def _embed(self, adata=None, batch_size: int | None = None, soft: bool = False):
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
@@ -556,13 +555,12 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         self.module.eval()
         dev = self.device
         zs, qs = [], []
-        with quiet_internal_warnings():
-            for batch in splitter.inference_batches(batch_size=batch_size or 1024):
-                batch = {k: v.to(dev) for k, v in batch.items()}
-                z = self.module.inference(batch, augment=False)["z"]
-                zs.append(z.cpu())
-                if soft:
-                    qs.append(self.module.log_q(z).exp().cpu())
+        for batch in splitter.inference_batches(batch_size=batch_size or 1024):
+            batch = {k: v.to(dev) for k, v in batch.items()}
+            z = self.module.inference(batch, augment=False)["z"]
+            zs.append(z.cpu())
+            if soft:
+                qs.append(self.module.log_q(z).exp().cpu())
         z = torch.cat(zs).numpy()
         return (z, torch.cat(qs).numpy()) if soft else z
 
