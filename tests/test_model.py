@@ -80,6 +80,32 @@ def test_history(trained):
     assert "loss_cluster_train" in h
 
 
+def test_history_keeps_clustering_metrics_and_trains_again_in_train_mode(adata150):
+    """Metrics logged only while clustering stay in the history, on the shared epoch axis; a
+    second ``train`` appends after the first and pretrains with dropout on (train mode)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class RecordMode(Callback):
+        modes: list = []
+
+        def on_train_start(self, trainer, pl_module):
+            self.modes.append(pl_module.module.training)
+
+    model = SiameseCluModel(adata150, n_clusters=3)
+    model.train(max_epochs=4, batch_size=64, progress_bar=False, callbacks=[RecordMode()])
+    h = model.history
+    assert list(h["train_loss"].index) == [0, 1, 2, 3]
+    # compared from the second clustering epoch on (pretraining 0-1, clustering 2-3)
+    assert list(h["assignment_change"].index) == [3]
+    assert 0.0 <= float(h["assignment_change"].iloc[0, 0]) <= 1.0
+    model.get_latent_representation()  # the getters switch the module to eval mode
+    model.train(max_epochs=4, batch_size=64, progress_bar=False, callbacks=[RecordMode()])
+    h = model.history
+    assert list(h["train_loss"].index) == list(range(8))
+    assert list(h["assignment_change"].index) == [3, 7]
+    assert RecordMode.modes == [True, True, True, True]  # both phases of both runs
+
+
 def test_no_dense_n_by_n(trained):
     adata, model = trained
     n = adata.n_obs

@@ -221,3 +221,20 @@ def test_training_history_draws_every_loss_and_the_phase_mark():
     }
     with pytest.raises(ValueError, match="train the model"):
         scsiam.pl.training_history({})
+
+
+def test_training_history_places_clustering_only_metrics_at_their_epochs():
+    import pandas as pd
+
+    def frame(key, epochs, values):
+        return pd.DataFrame({key: values}, index=pd.Index(epochs, name="epoch"))
+
+    history = {
+        "train_loss": frame("train_loss", range(6), np.linspace(3, 1, 6)),
+        "cluster_weight": frame("cluster_weight", range(6), [0, 0, 0, 0.5, 1, 1]),
+        "assignment_change": frame("assignment_change", [4, 5], [0.2, 0.1]),
+    }
+    fig = scsiam.pl.training_history(history, keys=["train_loss", "assignment_change"], return_fig=True)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    np.testing.assert_array_equal(lines["train_loss"].get_xdata(), np.arange(1, 7))
+    np.testing.assert_array_equal(lines["assignment_change"].get_xdata(), [5, 6])

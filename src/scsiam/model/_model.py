@@ -46,6 +46,30 @@ from ._autok import estimate_n_clusters
 logger = logging.getLogger(__name__)
 
 
+class _PhaseTrainRunner(TrainRunner):
+    """scvi's runner, with a history that keeps the metrics of every training phase.
+
+    When a trained model trains again, scvi appends the new epochs only to the keys the
+    history already holds, each at its own length. The clustering phase logs metrics that
+    pretraining does not (``assignment_change``, ``clusters_reseeded``), so they were lost.
+    Here every key of the new run is kept, and its epochs are numbered after the last epoch
+    already recorded, so that all keys share one epoch axis.
+    """
+
+    def _update_history(self):
+        old = self.model.history_
+        if not (self.trainer.is_global_zero and self.model.is_trained_ and isinstance(old, dict) and old):
+            return super()._update_history()
+        new = getattr(self.trainer.logger, "history", None) or {}
+        offset = 1 + max((int(max(v.index)) for v in old.values() if len(v)), default=-1)
+        merged = dict(old)
+        for key, frame in new.items():
+            frame = frame.copy()
+            frame.index = pd.Index(np.asarray(frame.index, dtype=np.int64) + offset, name="epoch")
+            merged[key] = pd.concat([old[key], frame]) if key in old else frame
+        self.model.history_ = merged
+
+
 class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
     """Siamese graph clustering of single cells (scSiameseClu, Xu et al., IJCAI 2025).
 
@@ -84,7 +108,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
     _module_cls = SiameseModule
     _training_plan_cls = SiameseTrainingPlan
     _data_splitter_cls = GraphDataSplitter
-    _train_runner_cls = TrainRunner
+    _train_runner_cls = _PhaseTrainRunner
 
     def __init__(
         self,
@@ -473,7 +497,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         ckpt = _Checkpoints(checkpoint_dir)
         resume_cluster = ckpt.exists("cluster")
         if not resume_cluster:
-            # phase 1: pretraining (no clustering term)
+            # phase 1: pretraining (no clustering term); the getters leave the module in eval
+            # mode, and a model trained again would otherwise pretrain without dropout
+            self.module.train()
             torch.manual_seed(seed)
             plan = SiameseTrainingPlan(self.module, phase="pretrain", **plan_kwargs)
             self._run(plan, splitter, n_pre, accelerator, devices, trainer_kwargs, ckpt, "pretrain")
@@ -722,7 +748,8 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
 
     @property
     def history(self) -> dict[str, pd.DataFrame]:
-        """Per-epoch loss terms of both phases (concatenated), as scvi's ``history``."""
+        """Per-epoch metrics of both phases, as scvi's ``history``: one data frame per key, indexed by
+        epoch (keys logged only while clustering, such as ``assignment_change``, start later)."""
         return self.history_
 
 

@@ -114,7 +114,10 @@ def training_history(
         fig = ax.figure
     for k in keys:
         vals = np.asarray(history[k]).ravel().astype(float)
-        ax.plot(np.arange(1, len(vals) + 1), vals, label=k.removesuffix("_train"))
+        # epochs as recorded (keys logged only while clustering start later), counted from 1
+        index = getattr(history[k], "index", None)
+        epochs = np.asarray(index, dtype=float) + 1 if index is not None else np.arange(1, len(vals) + 1)
+        ax.plot(epochs, vals, label=k.removesuffix("_train"))
     if "cluster_weight" in history:
         w = np.asarray(history["cluster_weight"]).ravel().astype(float)
         start = int(np.argmax(w > 0)) + 1 if (w > 0).any() else None
