@@ -365,6 +365,7 @@ def test_round_trip_gives_same_latent(saved, model_dir):
     for key, frame in saved.model.history.items():
         assert isinstance(loaded.history[key], pd.DataFrame)
         np.testing.assert_allclose(loaded.history[key].to_numpy(float), frame.to_numpy(float))
+        pd.testing.assert_index_equal(loaded.history[key].index, frame.index)  # epochs stay integers
 
 
 def test_rewritten_unchanged_file_still_loads(saved, model_dir):

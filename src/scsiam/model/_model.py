@@ -928,11 +928,19 @@ def _history_from_plain(history):
     if not history:
         return history
     return {
-        k: pd.DataFrame(v["values"], index=pd.Index(v["index"], name="epoch"), columns=v["columns"])
+        k: pd.DataFrame(v["values"], index=_epoch_index(v["index"]), columns=v["columns"])
         if isinstance(v, dict) and v.get("__frame__")
         else v
         for k, v in history.items()
     }
+
+
+def _epoch_index(values) -> pd.Index:
+    """The epochs of a saved history (stored as floats), as integers again when they are whole."""
+    idx = np.asarray(values, dtype=np.float64)
+    if idx.size and np.all(idx == np.round(idx)):
+        idx = idx.astype(np.int64)
+    return pd.Index(idx, name="epoch")
 
 
 def _safe_globals() -> list:
