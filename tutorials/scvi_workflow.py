@@ -94,6 +94,14 @@ print(sorted(model.history))
 scsiam.pl.training_history(model)
 
 # %% [markdown]
+# `assignment_change` is logged from the second clustering epoch on: the share of cells whose
+# cluster changed since the epoch before. Clustering stops early once it falls below
+# `train(tol=...)`.
+
+# %%
+model.history["assignment_change"]
+
+# %% [markdown]
 # ## Embedding and clusters of the training cells
 
 # %%
