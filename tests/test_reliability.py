@@ -626,3 +626,25 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatc
         assert os.path.exists(os.path.join(ckdir, "cluster.ckpt"))
     resumed = _ckpt_fit(base, ckdir)
     np.testing.assert_allclose(resumed, reference, atol=1e-6)
+
+
+def test_checkpoints_of_another_run_are_refused_before_training(tmp_path):
+    """A checkpoint folder of another k or another model is refused with a clear error (it would
+    otherwise continue the earlier run with its own k, or fail inside Lightning)."""
+    from scsiam import SiameseCluModel
+
+    ckdir = str(tmp_path / "ckpt")
+    base = _ckpt_data()
+    _ckpt_fit(base, ckdir)  # a finished run with k=3 leaves pretrain.ckpt and cluster.ckpt
+    adata = base.copy()
+    SiameseCluModel.setup_anndata(adata)
+    model = SiameseCluModel(adata, n_clusters=4, n_latent=8)
+    with pytest.raises(ValueError, match=r"3 clusters, but this model asks for n_clusters=4"):
+        model.train(max_epochs=6, batch_size=64, progress_bar=False, checkpoint_dir=ckdir)
+    assert not model.is_trained_
+    other = base[:, :30].copy()  # other genes
+    SiameseCluModel.setup_anndata(other)
+    model = SiameseCluModel(other, n_clusters=3, n_latent=8)
+    with pytest.raises(ValueError, match="different model.*empty folder"):
+        model.train(max_epochs=6, batch_size=64, progress_bar=False, checkpoint_dir=ckdir)
+    assert not model.is_trained_

@@ -118,6 +118,8 @@ INTERNAL_WARNINGS = (
     (Warning, r".*`validation_step` but have no `val_dataloader`"),
     (UserWarning, r"Your `IterableDataset` has `__len__` defined"),
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+    # resuming from checkpoint_dir reuses the folder on purpose (its checkpoints are checked first)
+    (Warning, r"Checkpoint directory .* exists and is not empty"),
 )
 
 

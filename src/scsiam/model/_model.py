@@ -463,7 +463,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         checkpoint_dir
             Folder for a checkpoint written after every epoch (``pretrain.ckpt``, ``cluster.ckpt``).
             When it already holds checkpoints of an interrupted run, training resumes from them;
-            on CPU with the same seed the result equals an uninterrupted run.
+            on CPU with the same seed the result equals an uninterrupted run. Checkpoints of
+            another model (other genes or sizes) or of another ``n_clusters`` raise an error
+            before anything is trained.
         plan_kwargs
             Extra arguments of :class:`~scsiam.train.SiameseTrainingPlan`.
         **trainer_kwargs
@@ -495,6 +497,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
 
         splitter = self._splitter(batch_size=batch_size, fanout=fanout, num_hops=num_hops, seed=seed)
         ckpt = _Checkpoints(checkpoint_dir)
+        ckpt.check_matches(self.module, self.n_clusters_)
         resume_cluster = ckpt.exists("cluster")
         if not resume_cluster:
             # phase 1: pretraining (no clustering term); the getters leave the module in eval
@@ -810,9 +813,41 @@ class _Checkpoints:
 
         return self.dir is not None and os.path.exists(self.path(phase))
 
+    def _state(self, phase: str) -> dict:
+        return torch.load(self.path(phase), map_location="cpu", weights_only=False)["state_dict"]
+
     def n_clusters(self, phase: str) -> int:
-        state = torch.load(self.path(phase), map_location="cpu", weights_only=False)["state_dict"]
-        return int(state["module.centers"].shape[0])
+        return int(self._state(phase)["module.centers"].shape[0])
+
+    def check_matches(self, module, n_clusters: int | None) -> None:
+        """Raise if the folder's checkpoints belong to another model or another number of clusters.
+
+        Resuming from them would otherwise fail deep inside Lightning (other genes or sizes) or,
+        for another ``n_clusters``, silently continue the earlier run with its own k.
+        """
+        for phase in ("cluster", "pretrain"):
+            if not self.exists(phase):
+                continue
+            state = self._state(phase)
+            own = module.state_dict()
+            for key, value in state.items():
+                name = key.removeprefix("module.")
+                if name in ("centers", "log_var", "log_pi", "init_prior", "ot_log_v") or name not in own:
+                    continue  # cluster-sized (set when clustering starts) or not a module entry
+                if tuple(value.shape) != tuple(own[name].shape):
+                    raise ValueError(
+                        f"checkpoint_dir {self.dir!r} holds a checkpoint ({phase}.ckpt) of a different model: "
+                        f"{name} has shape {tuple(value.shape)} there and {tuple(own[name].shape)} here (other "
+                        "genes, modalities or layer sizes). Pass an empty folder to start a new run."
+                    )
+            if phase == "cluster" and n_clusters is not None:
+                k = int(state["module.centers"].shape[0])
+                if k != n_clusters:
+                    raise ValueError(
+                        f"checkpoint_dir {self.dir!r} holds a clustering checkpoint with {k} clusters, but this "
+                        f"model asks for n_clusters={n_clusters}. Resume with n_clusters={k}, or pass an empty "
+                        "folder to start a new run."
+                    )
 
     def trainer_kwargs(self, phase: str, callbacks=None) -> dict:
         from lightning.pytorch.callbacks import ModelCheckpoint
