@@ -238,3 +238,6 @@ def test_training_history_places_clustering_only_metrics_at_their_epochs():
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
     np.testing.assert_array_equal(lines["train_loss"].get_xdata(), np.arange(1, 7))
     np.testing.assert_array_equal(lines["assignment_change"].get_xdata(), [5, 6])
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] == 0  # non-negative terms: no empty negative half
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # whole epochs

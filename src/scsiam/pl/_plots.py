@@ -6,6 +6,7 @@ import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 
 def _finish(fig, show: bool | None, return_fig: bool):
@@ -127,8 +128,11 @@ def training_history(
                 start - 0.5, ax.get_ylim()[1], " clustering", va="top", ha="left", fontsize=8, color="grey"
             )
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss")
     ax.set_yscale("symlog", linthresh=1e-2)
+    if all(np.nanmin(np.asarray(history[k], dtype=float)) >= 0 for k in keys):
+        ax.set_ylim(bottom=0)  # no empty negative half of the symlog axis
     ax.legend(fontsize=7, frameon=False)
     ax.set_title("scsiam training history")
     return _finish(fig, show, return_fig)
