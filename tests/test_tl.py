@@ -195,6 +195,23 @@ def test_mudata(worm_full):
     assert set(mdata.mod["rna"].obsm.keys()) == rna_obsm_before  # results go to the top level
 
 
+def test_mudata_whose_rna_cells_follow_another_order_is_refused(worm_full):
+    """Results are written by row into mdata.obs/obsm; an RNA modality in another cell order would
+    put them on the wrong cells, so it is refused, and the suggested reordering then works."""
+    rna = top_genes(subsample(worm_full, 150, seed=14), 500)
+    other = ad.AnnData(X=np.ones((rna.n_obs, 4), dtype=np.float32), obs=pd.DataFrame(index=rna.obs_names))
+    mdata = mudata.MuData({"atac": other[::-1].copy(), "rna": rna})
+    assert list(mdata.obs_names) != list(mdata.mod["rna"].obs_names)
+    obs_before, obsm_before = list(mdata.obs.columns), set(mdata.obsm.keys())
+    with pytest.raises(ValueError, match=r"mdata\[mdata.mod\['rna'\].obs_names\].copy\(\)"):
+        scsiam.tl.siamese_clu(mdata, n_clusters=3, protein_mod=None, **TL_KW)
+    assert list(mdata.obs.columns) == obs_before and set(mdata.obsm.keys()) == obsm_before
+    mdata = mdata[mdata.mod["rna"].obs_names].copy()
+    model = scsiam.tl.siamese_clu(mdata, n_clusters=3, protein_mod=None, return_model=True, **TL_KW)
+    written = mdata.obs["siamese_clusters"].astype(str)
+    np.testing.assert_array_equal(written.loc[rna.obs_names].to_numpy(), model.predict().astype(str))
+
+
 def test_spatial(starmap_full):
     adata = subsample(starmap_full, 300, seed=15)
     assert "spatial" in adata.obsm and len(adata.obs.columns) == 0

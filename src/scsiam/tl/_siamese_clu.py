@@ -278,7 +278,16 @@ def _resolve_container(adata, rna_mod: str | None = None):
         if rna_mod is not None and rna_mod not in adata.mod:
             raise KeyError(f"rna_mod={rna_mod!r} is not a modality of the MuData ({list(adata.mod)}).")
         name = rna_mod or ("rna" if "rna" in adata.mod else next(iter(adata.mod)))
-        return adata, adata.mod[name]
+        data = adata.mod[name]
+        if data.n_obs != adata.n_obs or not (data.obs_names == adata.obs_names).all():
+            # results are written row by row into mdata.obs / mdata.obsm, which follow mdata.obs_names
+            raise ValueError(
+                f"The {name!r} modality does not hold the MuData's cells in the MuData's order ({data.n_obs} "
+                f"cells there, {adata.n_obs} in the MuData), so results could not be written to the right "
+                f"cells. Restrict and order the MuData to that modality's cells first: "
+                f"`mdata = mdata[mdata.mod[{name!r}].obs_names].copy()`."
+            )
+        return adata, data
     raise TypeError(f"Expected an AnnData or MuData, got {type(adata).__name__}.")
 
 
