@@ -264,3 +264,11 @@ def test_training_and_getters_hide_only_internal_warnings(adata150):
     for _, pattern in INTERNAL_WARNINGS:
         assert not [m for m in messages if re.search(pattern, m)], pattern
     assert "a warning meant for the user" in messages
+
+
+def test_setup_with_an_unknown_argument_fails_before_writing(worm_full):
+    adata = subsample(worm_full, 60, seed=21)
+    obsp_before = set(adata.obsp.keys())
+    with pytest.raises(TypeError, match=r"\['labels_key'\].*never reads labels"):
+        SiameseCluModel.setup_anndata(adata, labels_key="cell_type")
+    assert set(adata.obsp.keys()) == obsp_before  # the kNN graph was not built and stored

@@ -217,6 +217,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         n_spatial_neighbors
             Neighbours of the spatial graph.
         """
+        _reject_unknown("setup_anndata", kwargs)
         setup_method_args = cls._get_setup_method_args(**locals())
         validate_adata(
             adata,
@@ -303,6 +304,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         >>> SiameseCluModel.setup_mudata(mdata, modalities={"rna_layer": "rna", "protein_layer": "prot"})
         >>> model = SiameseCluModel(mdata, n_clusters=15)
         """
+        _reject_unknown("setup_mudata", kwargs)
         setup_method_args = cls._get_setup_method_args(**locals())
         try:
             from mudata import MuData
@@ -791,6 +793,21 @@ def build_graph(
         n_spatial_neighbors=n_spatial_neighbors,
         is_counts=is_count_matrix(X),
     )
+
+
+def _reject_unknown(method: str, kwargs: dict) -> None:
+    """Refuse keyword arguments a set-up method does not know, before anything is computed or written.
+
+    The set-up methods keep scvi's ``**kwargs``, which scvi itself fills when it sets up data for
+    a loaded model (``source_registry`` and its transfer options). Any other argument would only
+    be rejected by scvi after the cell graph has been built and stored, naming one of its internals.
+    """
+    if kwargs and "source_registry" not in kwargs:
+        hint = " scsiam is unsupervised and never reads labels." if "labels_key" in kwargs else ""
+        raise TypeError(
+            f"SiameseCluModel.{method}() got unexpected keyword argument(s) {sorted(kwargs)}.{hint} "
+            f"See help(SiameseCluModel.{method}) for its arguments."
+        )
 
 
 class _Checkpoints:
