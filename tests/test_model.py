@@ -135,8 +135,11 @@ def test_untrained_model_refuses_getters(worm_full):
     model = SiameseCluModel(adata, n_clusters=3)
     with pytest.raises(RuntimeError):
         model.get_latent_representation()
-    with pytest.raises(ValueError, match="max_epochs must be at least 2"):
-        model.train(max_epochs=1, progress_bar=False)
+    for epochs in (1, 0):  # 0 is refused, not replaced by the default schedule
+        with pytest.raises(ValueError, match=f"max_epochs must be at least 2.*got {epochs}"):
+            model.train(max_epochs=epochs, progress_bar=False)
+    with pytest.raises(ValueError, match="batch_size must be a positive number of cells, got 0"):
+        model.train(max_epochs=2, batch_size=0, progress_bar=False)
     with pytest.raises(ValueError, match="n_epochs_pretrain must lie in"):
         model.train(max_epochs=3, n_epochs_pretrain=3, progress_bar=False)
     auto = SiameseCluModel(adata, n_clusters=None)

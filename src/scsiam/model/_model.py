@@ -475,7 +475,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         """
         n_obs = self.adata.n_obs
         defaults = default_schedule(n_obs)
-        max_epochs = int(max_epochs or defaults["max_epochs"])
+        max_epochs = int(max_epochs if max_epochs is not None else defaults["max_epochs"])
         if max_epochs < 2:
             raise ValueError(f"max_epochs must be at least 2 (one per phase), got {max_epochs}.")
         n_pre = int(n_epochs_pretrain if n_epochs_pretrain is not None else max(1, max_epochs // 2))
@@ -483,7 +483,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(
                 f"n_epochs_pretrain must lie in [1, max_epochs - 1], got {n_pre} (max_epochs={max_epochs})."
             )
-        batch_size = int(batch_size or defaults["batch_size"])
+        batch_size = int(batch_size if batch_size is not None else defaults["batch_size"])
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive number of cells, got {batch_size}.")
         seed = int(seed if seed is not None else (settings.seed if settings.seed is not None else 0))
         if progress_bar is None:
             progress_bar = not _in_ci()
