@@ -204,6 +204,24 @@ def test_embedding_one_and_several_colours_leave_adata_unchanged():
         scsiam.pl.embedding(adata, key_added="other")
 
 
+def test_embedding_colours_by_gene_and_keeps_a_stored_umap_untouched():
+    adata = fake_result(with_colors=True)
+    fig = scsiam.pl.embedding(adata, color="gene3", return_fig=True)  # UMAP computed privately
+    assert fig.axes[0].get_title() == "gene3"
+    adata.obsm["X_siamese_umap"] = np.random.default_rng(1).normal(size=(N_OBS, 2))
+    snap = snapshot(adata)
+    colours = adata.uns["siamese_clusters_colors"].copy()
+    for color in ("siamese_clusters", "gene3"):
+        assert isinstance(scsiam.pl.embedding(adata, color=color, return_fig=True), Figure)
+    assert_unchanged(adata, snap)  # scanpy's colour writes stay in the private copy
+    np.testing.assert_array_equal(adata.uns["siamese_clusters_colors"], colours)
+    adata2 = fake_result()
+    adata2.obsm["X_siamese_umap"] = adata.obsm["X_siamese_umap"]
+    snap2 = snapshot(adata2)
+    scsiam.pl.embedding(adata2, return_fig=True)
+    assert_unchanged(adata2, snap2)  # no uns['siamese_clusters_colors'] added
+
+
 def test_training_history_draws_every_loss_and_the_phase_mark():
     history = {
         "train_loss": np.linspace(3, 1, 6),

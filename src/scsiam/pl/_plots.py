@@ -49,7 +49,6 @@ def embedding(
     **kwargs
         Passed to :func:`scanpy.pl.embedding`.
     """
-    import anndata as ad
     import scanpy as sc
 
     rep = f"X_{key_added}"
@@ -58,15 +57,17 @@ def embedding(
             f"obsm[{rep!r}] is missing; run scsiam.tl.siamese_clu(adata, key_added={key_added!r}) first."
         )
     color = color or f"{key_added}_clusters"
+    colors = [color] if isinstance(color, str) else list(color)
     basis = f"{rep}_umap"
+    obsm = {rep: np.asarray(adata.obsm[rep])}
     if basis in adata.obsm:
-        view = adata
-    else:
-        view = ad.AnnData(obs=adata.obs.copy(), obsm={rep: np.asarray(adata.obsm[rep])})
+        obsm[basis] = np.asarray(adata.obsm[basis])
+    # drawn from a private AnnData: genes can colour it, and nothing is written back to adata
+    view = _private_view(adata, adata.obs.copy(), obsm, colors)
+    if basis not in view.obsm:
         sc.pp.neighbors(view, use_rep=rep)
         sc.tl.umap(view)
         view.obsm[basis] = view.obsm.pop("X_umap")
-    colors = [color] if isinstance(color, str) else list(color)
     if len(colors) > 1:
         # one panel per colour, laid out by scanpy
         if ax is not None:
@@ -139,6 +140,32 @@ def training_history(
 
 
 # ----------------------------------------------------------------------------- helpers
+def _private_view(adata, obs, obsm: dict, colors: list[str]):
+    """A private AnnData to draw from: it shares the expression matrices (genes can colour the
+    plot) and holds copies of ``obs``, the given ``obsm`` and the stored colours, so scanpy's
+    writes (e.g. ``uns['<key>_colors']``) never reach ``adata``."""
+    import anndata as ad
+    import pandas as pd
+
+    if isinstance(adata, ad.AnnData):
+        view = ad.AnnData(
+            X=adata.X,
+            obs=obs,
+            var=adata.var.copy(),
+            obsm=obsm,
+            layers=dict(adata.layers.items()),
+            raw={"X": adata.raw.X, "var": adata.raw.var.copy()} if adata.raw is not None else None,
+        )
+    else:
+        view = ad.AnnData(obs=obs, obsm=obsm)
+    for c in colors:  # stored colours, when there are enough of them (else the default palette, as in scanpy)
+        stored = adata.uns.get(f"{c}_colors")
+        if stored is not None and c in obs and isinstance(obs[c].dtype, pd.CategoricalDtype):
+            if len(stored) >= len(obs[c].cat.categories):
+                view.uns[f"{c}_colors"] = np.asarray(stored).copy()
+    return view
+
+
 def _cluster_categories(clusters) -> list[str]:
     """Cluster names in natural order (the categorical's order when it has one)."""
     import pandas as pd
@@ -276,22 +303,7 @@ def spatial(
                 obs[c] = pd.Categorical(obs[c].astype(str), categories=_cluster_categories(obs[c]))
     coords = adata.obsm[spatial_key]
     coords = np.asarray(coords.to_numpy() if hasattr(coords, "to_numpy") else coords, dtype=float)
-    if is_anndata:
-        view = ad.AnnData(
-            X=adata.X,
-            obs=obs,
-            var=adata.var.copy(),
-            obsm={spatial_key: coords},
-            layers=dict(adata.layers.items()),
-            raw={"X": adata.raw.X, "var": adata.raw.var.copy()} if adata.raw is not None else None,
-        )
-    else:
-        view = ad.AnnData(obs=obs, obsm={spatial_key: coords})
-    for c in colors:  # stored colours, when there are enough of them (else the default palette, as in scanpy)
-        stored = adata.uns.get(f"{c}_colors")
-        if stored is not None and c in obs and isinstance(obs[c].dtype, pd.CategoricalDtype):
-            if len(stored) >= len(obs[c].cat.categories):
-                view.uns[f"{c}_colors"] = np.asarray(stored).copy()
+    view = _private_view(adata, obs, {spatial_key: coords}, colors)
 
     library_key = kwargs.get("library_key")
     if library_key is not None:
