@@ -202,3 +202,16 @@ def test_smooth_rows_matches_dense_reference():
     np.testing.assert_allclose(G.smooth_rows(Q, A, 2), D @ D @ Q, rtol=1e-10)
     np.testing.assert_allclose(G.smooth_rows(Q, A, 2).sum(1), 1.0)
     np.testing.assert_array_equal(G.smooth_rows(Q, A, 0), Q)
+
+
+def test_given_graph_unused_by_the_spatial_mode_is_warned_about():
+    from scsiam.data._graph import cell_graph
+
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(0, 10, size=(40, 2))
+    given = sp.random(40, 40, density=0.1, random_state=0, format="csr")
+    given = given + given.T
+    with pytest.warns(UserWarning, match="graph_mode='both'"):
+        spatial_only = cell_graph(None, given=given, coords=coords)
+    both = cell_graph(None, given=given, coords=coords, graph_mode="both")  # used: no warning
+    assert (both != spatial_only).nnz > 0

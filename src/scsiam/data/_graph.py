@@ -6,6 +6,7 @@ Everything here is sparse: memory grows with cells and edges, never with cells s
 from __future__ import annotations
 
 import logging
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -125,6 +126,14 @@ def cell_graph(
         raise ValueError(f"graph_mode={graph_mode!r} is not one of {', '.join(map(repr, GRAPH_MODES))}.")
     if mode != "expression" and coords is None:
         raise ValueError(f"graph_mode={mode!r} needs spatial coordinates; pass spatial_key.")
+    if mode == "spatial" and given is not None:
+        warnings.warn(
+            "The cell graph given (graph_key, obsp or neighbors_key) is not used: with spatial coordinates "
+            "the graph is the spatial kNN graph alone (graph_mode='spatial', the default there). Pass "
+            "graph_mode='both' to fuse it with the spatial graph, or graph_mode='expression' to use it alone.",
+            UserWarning,
+            stacklevel=3,
+        )
     expr = None
     if mode != "spatial":
         expr = (
