@@ -99,7 +99,8 @@ def siamese_clu(
     copy
         Work on and return a copy.
     random_state
-        Seed of torch, numpy, sampling and KMeans; sets ``scvi.settings.seed``.
+        Seed of torch, numpy, sampling and KMeans; sets ``scvi.settings.seed``. ``None`` leaves
+        ``scvi.settings.seed`` as it is, and training uses that seed (or 0 when it is unset).
     progress_bar
         Show training progress bars.
     n_top_genes
