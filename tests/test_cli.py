@@ -95,6 +95,41 @@ def test_bad_input_value_reports_error(small_h5ad, tmp_path, capsys):
     assert not (tmp_path / "o.h5ad").exists()
 
 
+def test_unwritable_output_fails_before_fitting(small_h5ad, tmp_path, capsys, monkeypatch):
+    import scsiam
+
+    def never(*args, **kwargs):  # fitting must not start
+        raise AssertionError("siamese_clu was called")
+
+    monkeypatch.setattr(scsiam.tl, "siamese_clu", never)
+    out = tmp_path / "missing_folder" / "o.h5ad"
+    rc = cli.main(["cluster", str(small_h5ad), "-o", str(out), "--n-clusters", "3"])
+    assert rc == 2
+    assert "does not exist or is not writable" in capsys.readouterr().err
+
+
+def test_missing_layer_error_has_no_stray_quotes(small_h5ad, tmp_path, capsys):
+    rc = cli.main(["cluster", str(small_h5ad), "-o", str(tmp_path / "o.h5ad"), "--layer", "nope"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: Layer 'nope'"), err
+
+
+def test_data_warnings_reach_the_user(small_h5ad, tmp_path, capsys):
+    """Log-normalised input is clustered through the gaussian likelihood; the CLI says so."""
+    import scanpy as sc
+
+    adata = ad.read_h5ad(small_h5ad)
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    path = tmp_path / "lognorm.h5ad"
+    adata.write_h5ad(path)
+    k_args = ["--n-clusters", "3"]
+    rc = cli.main(["cluster", str(path), "-o", str(tmp_path / "o.h5ad"), *k_args])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert "warning:" in err and "gaussian" in err, err
+
+
 def test_spatial_smoothing_without_coordinates_reports_error(small_h5ad, tmp_path, capsys):
     out = tmp_path / "o.h5ad"
     rc = cli.main(["cluster", str(small_h5ad), "-o", str(out), "--n-clusters", "3", "--spatial-smoothing", "2"])

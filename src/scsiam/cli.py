@@ -16,14 +16,19 @@ def _cluster(args) -> int:
     if not os.path.exists(args.input):
         print(f"error: input file {args.input!r} does not exist", file=sys.stderr)
         return 2
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        # checked before fitting, so that a long run is not lost at the end
+        print(f"error: cannot write {args.output!r}: folder {out_dir!r} does not exist or is not writable", file=sys.stderr)
+        return 2
     adata = ad.read_h5ad(args.input)
     truth = None
     if args.labels_key is not None:
         if args.labels_key not in adata.obs:
             print(f"error: --labels-key {args.labels_key!r} is not a column of obs", file=sys.stderr)
             return 2
-        # labels are held aside and only compared after fitting
-        truth = adata.obs[args.labels_key].astype(str).to_numpy()
+        # labels are held aside and only compared after fitting (missing labels stay missing)
+        truth = adata.obs[args.labels_key].to_numpy()
     t0 = time.perf_counter()
     scsiam.tl.siamese_clu(
         adata,
@@ -36,8 +41,10 @@ def _cluster(args) -> int:
     )
     secs = time.perf_counter() - t0
     adata.write_h5ad(args.output)
-    k = adata.uns["siamese_clu"]["params"]["n_clusters"]
-    line = f"clustered {adata.n_obs} cells into k={k} clusters in {secs:.1f} s; wrote {args.output}"
+    params = adata.uns["siamese_clu"]["params"]
+    k, found = params["n_clusters"], params.get("n_clusters_found", params["n_clusters"])
+    held = f" ({found} hold cells)" if found != k else ""
+    line = f"clustered {adata.n_obs} cells into k={k} clusters{held} in {secs:.1f} s; wrote {args.output}"
     if truth is not None:
         m = scsiam.metrics.evaluate(truth, adata.obs["siamese_clusters"])
         line += f"\nARI {m['ARI']:.3f}  NMI {m['NMI']:.3f}  ACC {m['ACC']:.3f}"
@@ -125,14 +132,25 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     args = build_parser().parse_args(argv)
-    warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        # warnings about the data (e.g. not raw counts, clusters that emptied out) reach the user,
+        # one line each; deprecation notes of the libraries do not
+        warnings.simplefilter("default", UserWarning)
+        for category in (DeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=category)
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except (ValueError, TypeError, KeyError, OSError) as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) adds quotes
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover
