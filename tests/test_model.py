@@ -127,6 +127,13 @@ def test_save_load_round_trip(trained, tmp_path):
     np.testing.assert_allclose(loaded.get_latent_representation(), z, atol=1e-5)
     np.testing.assert_allclose(loaded.predict(soft=True), q, atol=1e-5)
     assert "train_loss" in loaded.history
+    # other genes: the clear message, and nothing stored in the new data
+    other = adata[:, 50:].copy()
+    for key in list(other.obsp):
+        del other.obsp[key]
+    with pytest.raises(ValueError, match="genes do not match the 2000 genes"):
+        SiameseCluModel.load(tmp_path / "model", adata=other)
+    assert len(other.obsp) == 0
 
 
 def test_untrained_model_refuses_getters(worm_full):

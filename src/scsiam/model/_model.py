@@ -657,21 +657,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             adata.obsp[DEFAULT_GRAPH_KEY] = build_graph(adata, **args)
 
     def _check_genes(self, adata) -> None:
-        expected = np.asarray(
-            self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"]
-        )
-        got = np.asarray(adata.var_names)
-        if got.shape != expected.shape or not (got == expected).all():
-            missing = np.setdiff1d(expected, got)
-            hint = (
-                f"{missing.size} training gene(s) are missing (e.g. {', '.join(map(str, missing[:5]))})"
-                if missing.size
-                else "the genes are the same but in another order or with extra genes"
-            )
-            raise ValueError(
-                f"The new data's genes do not match the {expected.size} genes the model was trained on: {hint}. "
-                "Subset and order them first: `adata = adata[:, model.adata.var_names].copy()`."
-            )
+        _check_gene_names(self.registry_, adata)
 
     # ------------------------------------------------------------------------------ save / load
     def save(
@@ -741,6 +727,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         if os.path.exists(path):
             saved = _read_model_file(path, trusted)
             _check_saved(saved, cls.__name__, path)
+            if isinstance(adata, AnnData):
+                # before scvi sets the data up, which would store a cell graph in it first
+                _check_gene_names(saved["attr_dict"]["registry_"], adata)
         model = super().load(
             dir_path,
             adata=adata,
@@ -795,6 +784,23 @@ def build_graph(
         n_spatial_neighbors=n_spatial_neighbors,
         is_counts=is_count_matrix(X),
     )
+
+
+def _check_gene_names(registry: dict, adata) -> None:
+    """Raise when ``adata``'s genes are not the training genes, in the training order."""
+    expected = np.asarray(registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"])
+    got = np.asarray(adata.var_names)
+    if got.shape != expected.shape or not (got == expected).all():
+        missing = np.setdiff1d(expected, got)
+        hint = (
+            f"{missing.size} training gene(s) are missing (e.g. {', '.join(map(str, missing[:5]))})"
+            if missing.size
+            else "the genes are the same but in another order or with extra genes"
+        )
+        raise ValueError(
+            f"The new data's genes do not match the {expected.size} genes the model was trained on: {hint}. "
+            "Subset and order them first: `adata = adata[:, model.adata.var_names].copy()`."
+        )
 
 
 def _reject_unknown(method: str, kwargs: dict) -> None:
