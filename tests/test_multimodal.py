@@ -58,6 +58,17 @@ def test_setup_mudata_trains_with_protein_encoder(cbmc, tmp_path):
     model.save(str(tmp_path / "m"))
     loaded = SiameseCluModel.load(str(tmp_path / "m"), adata=cbmc)
     np.testing.assert_allclose(loaded.get_latent_representation(), z, atol=1e-5)
+    # new cells as a MuData
+    import mudata
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        subset = cbmc[:80].copy()  # carries the set-up: its RNA genes are checked, then it is embedded
+        assert model.predict(subset).shape == (80,)
+        new = mudata.MuData({m: cbmc.mod[m][80:160].copy() for m in ("rna", "prot")})
+    with pytest.raises(TypeError, match=r"SiameseCluModel.load\(path, adata=mdata\)"):
+        model.predict(new)  # not set up: the error names the route that works
+    assert SiameseCluModel.load(str(tmp_path / "m"), adata=new).predict().shape == (80,)
 
 
 def test_setup_mudata_rna_only_has_no_protein_encoder(cbmc):

@@ -641,6 +641,12 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
     def _prepare_new_adata(self, adata) -> None:
         """Check new cells against the training set-up and give them a cell graph (inductive use)."""
         if not isinstance(adata, AnnData):
+            if type(adata).__name__ == "MuData":
+                raise TypeError(
+                    "The getters take new cells as an AnnData; a new MuData is not set up here. Save the model "
+                    "and load it with the new data instead: `model.save(path)`, then "
+                    "`SiameseCluModel.load(path, adata=mdata).predict()`."
+                )
             raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
         self._check_genes(adata)
         registry = self.registry_
@@ -657,6 +663,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             adata.obsp[DEFAULT_GRAPH_KEY] = build_graph(adata, **args)
 
     def _check_genes(self, adata) -> None:
+        if not isinstance(adata, AnnData):  # MuData: the genes are those of the RNA modality
+            rna_mod = (self.registry_["setup_args"].get("modalities") or {}).get("rna_layer")
+            adata = adata.mod[rna_mod] if rna_mod in getattr(adata, "mod", {}) else adata
         _check_gene_names(self.registry_, adata)
 
     # ------------------------------------------------------------------------------ save / load
