@@ -1,6 +1,7 @@
 """Graph construction in ``scsiam.data._graph`` and ``scsiam.pp``: PPR, symmetrisation, kNN graphs."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -215,3 +216,25 @@ def test_given_graph_unused_by_the_spatial_mode_is_warned_about():
         spatial_only = cell_graph(None, given=given, coords=coords)
     both = cell_graph(None, given=given, coords=coords, graph_mode="both")  # used: no warning
     assert (both != spatial_only).nnz > 0
+
+
+def test_spatial_slices_with_missing_labels_or_too_few_cells_are_refused():
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(size=(30, 2))
+    with pytest.raises(ValueError, match="missing for 10 cells"):
+        G.spatial_knn_graph(coords, n_neighs=4, groups=np.array(["a"] * 10 + [None] * 10 + ["b"] * 10, dtype=object))
+    with pytest.raises(ValueError, match="Slice 'b' holds 4 cells.*n_neighs below 4"):
+        G.spatial_knn_graph(coords, n_neighs=6, groups=np.array(["a"] * 26 + ["b"] * 4))
+    A = G.spatial_knn_graph(coords, n_neighs=3, groups=np.array(["a"] * 26 + ["b"] * 4))
+    assert A[26:, :26].nnz == 0  # the small slice keeps to itself
+
+
+def test_tl_refuses_missing_batch_labels(starmap_full):
+    from conftest import TL_KW, assert_unchanged, snapshot, subsample
+
+    adata = subsample(starmap_full, 60, seed=3)
+    adata.obs["slice"] = pd.Categorical(["s1"] * 30 + [np.nan] * 30, categories=["s1"])
+    snap = snapshot(adata)
+    with pytest.raises(ValueError, match=r"obs\['slice'\] \(batch_key\) is missing for 30 cells"):
+        scsiam.tl.siamese_clu(adata, n_clusters=2, batch_key="slice", spatial_key="spatial", **TL_KW)
+    assert_unchanged(adata, snap)

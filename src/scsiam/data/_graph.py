@@ -169,14 +169,29 @@ def spatial_knn_graph(
         raise ImportError(
             "Spatial graphs need squidpy. Install it with `pip install 'scsiam[spatial]'`."
         ) from e
+    import pandas as pd
+
     coords = np.asarray(coords, dtype=np.float64)
     tmp = ad.AnnData(X=sp.csr_matrix((coords.shape[0], 1), dtype=np.float32))
     tmp.obsm["spatial"] = coords
     kw = {}
-    if groups is not None:
-        tmp.obs["library"] = pd_categorical(groups)
-        kw["library_key"] = "library"
     n_neighs = int(max(1, min(n_neighs, coords.shape[0] - 1)))
+    if groups is not None:
+        groups = np.asarray(groups, dtype=object)
+        missing = pd.isna(groups)
+        if missing.any():  # as a string, a missing value would join unrelated cells into one slice
+            raise ValueError(
+                f"The slice labels (library_key / batch_key) are missing for {int(missing.sum())} cells; "
+                "fill them in or drop those cells first."
+            )
+        tmp.obs["library"] = pd_categorical(groups)
+        sizes = tmp.obs["library"].value_counts()
+        if sizes.min() <= n_neighs:
+            raise ValueError(
+                f"Slice {sizes.idxmin()!r} holds {int(sizes.min())} cells, too few for {n_neighs} spatial "
+                f"neighbours within it; pass n_neighs below {int(sizes.min())} or drop that slice."
+            )
+        kw["library_key"] = "library"
     knn = getattr(sq.gr, "spatial_neighbors_knn", None)  # squidpy >= 1.8; spatial_neighbors is deprecated there
     if knn is not None:
         knn(tmp, spatial_key="spatial", n_neighs=n_neighs, **kw)

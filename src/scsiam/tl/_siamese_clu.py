@@ -390,6 +390,12 @@ def _working_copy(data, target, X, batch_key, graph, coords, n_top_genes, random
     obs = pd.DataFrame(index=data.obs_names.copy())
     if batch_key is not None:
         col = data.obs[batch_key] if batch_key in data.obs else target.obs[batch_key]
+        missing = pd.isna(np.asarray(col, dtype=object))
+        if missing.any():  # as a string, a missing value would become a batch of its own
+            raise ValueError(
+                f"obs[{batch_key!r}] (batch_key) is missing for {int(missing.sum())} cells; fill it in or "
+                "drop those cells first."
+            )
         obs["batch"] = pd.Categorical(np.asarray(col).astype(str))
     X = sp.csr_matrix(X, dtype=np.float32, copy=True) if sp.issparse(X) else np.array(X, dtype=np.float32)
     work = AnnData(X=X, obs=obs, var=pd.DataFrame(index=data.var_names.copy()))
