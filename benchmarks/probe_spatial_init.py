@@ -32,16 +32,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 def spatial_leiden_partition(z, xy, k, seed, weight):
     """Leiden-to-k communities of the embedding's 15-NN graph + ``weight`` × the 6-NN spatial graph."""
     import quality
-    import squidpy as sq
     from probe_autok import _knn
 
     a = _knn(z, seed)
     a.obsm["spatial"] = xy
-    sq.gr.spatial_neighbors(a, coord_type="generic", n_neighs=quality.N_SPATIAL_NEIGHS, spatial_key="spatial")
-    S = a.obsp["spatial_connectivities"].tocsr(copy=True)
-    S.data[:] = 1.0
-    A = (quality._row_max_normalise(a.obsp["connectivities"]) + weight * quality._row_max_normalise(S)).tocsr()
-    return quality.leiden_to_k(a, k, seed, adjacency=A)[0]
+    return quality.leiden_to_k(a, k, seed, adjacency=quality.summed_spatial_adjacency(a, weight))[0]
 
 
 def _spatial_init(xy, labels, weight, seen, kmeans_centers):

@@ -261,15 +261,20 @@ def _row_max_normalise(A):
     return sp.diags(scale) @ A
 
 
-def peer_spatial_leiden_k(ds: Dataset, seed: int, **_):
+def summed_spatial_adjacency(a, spatial_weight: float = 1.0):
+    """``a.obsp['connectivities']`` plus ``spatial_weight`` × the binary squidpy 6-NN graph of
+    ``a.obsm['spatial']``, each row-max normalised (the graph of the ``spatial-leiden-k`` peer)."""
     import squidpy as sq
 
-    a = _scanpy_pipeline(ds.adata, seed)
     sq.gr.spatial_neighbors(a, coord_type="generic", n_neighs=N_SPATIAL_NEIGHS, spatial_key="spatial")
     S = a.obsp["spatial_connectivities"].tocsr(copy=True)
     S.data[:] = 1.0  # binary
-    A = (_row_max_normalise(a.obsp["connectivities"]) + _row_max_normalise(S)).tocsr()
-    return leiden_to_k(a, ds.k, seed, adjacency=A)
+    return (_row_max_normalise(a.obsp["connectivities"]) + spatial_weight * _row_max_normalise(S)).tocsr()
+
+
+def peer_spatial_leiden_k(ds: Dataset, seed: int, **_):
+    a = _scanpy_pipeline(ds.adata, seed)
+    return leiden_to_k(a, ds.k, seed, adjacency=summed_spatial_adjacency(a))
 
 
 def peer_wnn_leiden_k(ds: Dataset, seed: int, **_):
