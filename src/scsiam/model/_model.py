@@ -832,6 +832,7 @@ class _Checkpoints:
 
     def __init__(self, directory: str | None):
         self.dir = directory
+        self._states: dict[str, dict] = {}  # read once: checked, then sized for resuming
         if directory is not None:
             import os
 
@@ -848,40 +849,41 @@ class _Checkpoints:
         return self.dir is not None and os.path.exists(self.path(phase))
 
     def _state(self, phase: str) -> dict:
-        return torch.load(self.path(phase), map_location="cpu", weights_only=False)["state_dict"]
+        if phase not in self._states:
+            self._states[phase] = torch.load(self.path(phase), map_location="cpu", weights_only=False)[
+                "state_dict"
+            ]
+        return self._states[phase]
 
     def n_clusters(self, phase: str) -> int:
         return int(self._state(phase)["module.centers"].shape[0])
 
     def check_matches(self, module, n_clusters: int | None) -> None:
-        """Raise if the folder's checkpoints belong to another model or another number of clusters.
+        """Raise if the checkpoint a run would resume from belongs to another model or another k.
 
-        Resuming from them would otherwise fail deep inside Lightning (other genes or sizes) or,
+        Resuming from it would otherwise fail deep inside Lightning (other genes or sizes) or,
         for another ``n_clusters``, silently continue the earlier run with its own k.
         """
-        for phase in ("cluster", "pretrain"):
-            if not self.exists(phase):
-                continue
-            state = self._state(phase)
-            own = module.state_dict()
-            for key, value in state.items():
-                name = key.removeprefix("module.")
-                if name in ("centers", "log_var", "log_pi", "init_prior", "ot_log_v") or name not in own:
-                    continue  # cluster-sized (set when clustering starts) or not a module entry
-                if tuple(value.shape) != tuple(own[name].shape):
-                    raise ValueError(
-                        f"checkpoint_dir {self.dir!r} holds a checkpoint ({phase}.ckpt) of a different model: "
-                        f"{name} has shape {tuple(value.shape)} there and {tuple(own[name].shape)} here (other "
-                        "genes, modalities or layer sizes). Pass an empty folder to start a new run."
-                    )
-            if phase == "cluster" and n_clusters is not None:
-                k = int(state["module.centers"].shape[0])
-                if k != n_clusters:
-                    raise ValueError(
-                        f"checkpoint_dir {self.dir!r} holds a clustering checkpoint with {k} clusters, but this "
-                        f"model asks for n_clusters={n_clusters}. Resume with n_clusters={k}, or pass an empty "
-                        "folder to start a new run."
-                    )
+        phase = next((ph for ph in ("cluster", "pretrain") if self.exists(ph)), None)
+        if phase is None:
+            return
+        state, own = self._state(phase), module.state_dict()
+        for key, value in state.items():
+            name = key.removeprefix("module.")
+            if name in ("centers", "log_var", "log_pi", "init_prior", "ot_log_v") or name not in own:
+                continue  # cluster-sized (set when clustering starts) or not a module entry
+            if tuple(value.shape) != tuple(own[name].shape):
+                raise ValueError(
+                    f"checkpoint_dir {self.dir!r} holds a checkpoint ({phase}.ckpt) of a different model: "
+                    f"{name} has shape {tuple(value.shape)} there and {tuple(own[name].shape)} here (other "
+                    "genes, modalities or layer sizes). Pass an empty folder to start a new run."
+                )
+        if phase == "cluster" and n_clusters is not None and self.n_clusters(phase) != n_clusters:
+            raise ValueError(
+                f"checkpoint_dir {self.dir!r} holds a clustering checkpoint with {self.n_clusters(phase)} clusters, "
+                f"but this model asks for n_clusters={n_clusters}. Resume with n_clusters={self.n_clusters(phase)}, "
+                "or pass an empty folder to start a new run."
+            )
 
     def trainer_kwargs(self, phase: str, callbacks=None) -> dict:
         from lightning.pytorch.callbacks import ModelCheckpoint
