@@ -206,15 +206,13 @@ def test_smooth_rows_matches_dense_reference():
 
 
 def test_given_graph_unused_by_the_spatial_mode_is_warned_about():
-    from scsiam.data._graph import cell_graph
-
     rng = np.random.default_rng(0)
     coords = rng.uniform(0, 10, size=(40, 2))
     given = sp.random(40, 40, density=0.1, random_state=0, format="csr")
     given = given + given.T
     with pytest.warns(UserWarning, match="graph_mode='both'"):
-        spatial_only = cell_graph(None, given=given, coords=coords)
-    both = cell_graph(None, given=given, coords=coords, graph_mode="both")  # used: no warning
+        spatial_only = G.cell_graph(None, given=given, coords=coords)
+    both = G.cell_graph(None, given=given, coords=coords, graph_mode="both")  # used: no warning
     assert (both != spatial_only).nnz > 0
 
 
