@@ -163,6 +163,27 @@ def test_pp_spatial_graph_writes_squidpy_keys(starmap_full):
     assert "sp2_connectivities" in out.obsp and "sp2_connectivities" not in adata.obsp
 
 
+def test_pp_combined_graph_joins_both_graphs_and_is_not_overwritten_by_setup(starmap_full):
+    from scsiam import SiameseCluModel
+
+    adata = starmap_full[:120].copy()
+    assert scsiam.pp.combined_graph(adata, n_neighbors=8, n_neighs=5) is None
+    A = adata.obsp["siamese_combined_connectivities"]
+    assert adata.uns["siamese_combined_neighbors"]["connectivities_key"] == "siamese_combined_connectivities"
+    spatial = G.spatial_knn_graph(adata.obsm["spatial"], n_neighs=5)
+    expr = G.expression_knn_graph(adata.X, n_neighbors=8)
+    # every edge of either graph is kept, and no other
+    assert ((A > 0) != ((spatial + expr) > 0)).nnz == 0
+    assert A.shape == (120, 120) and (A != A.T).nnz == 0
+    kept = A.copy()
+    SiameseCluModel.setup_anndata(adata, graph_key="siamese_combined_connectivities")
+    assert (adata.obsp["siamese_combined_connectivities"] != kept).nnz == 0
+    with pytest.raises(KeyError, match="library_key='section' is not a column"):
+        scsiam.pp.combined_graph(adata, library_key="section")
+    with pytest.raises(ValueError, match="spatial_weight must lie in"):
+        scsiam.pp.combined_graph(adata, spatial_weight=2.0)
+
+
 def test_graph_building_keeps_torch_thread_count(worm_full):
     """scanpy's numba code resets the shared OpenMP thread count; scsiam restores torch's setting."""
     import torch

@@ -69,7 +69,8 @@ scsiam.metrics.evaluate(reference["domain"], adata.obs["expr_clusters"])
 # expression; the edge dropping of the Siamese views then perturbs spatial edges.
 # `graph_mode="both"` joins the spatial graph to the expression graph with weight
 # `spatial_weight=0.5`. A squidpy graph can also be passed directly:
-# `sq.gr.spatial_neighbors(adata)` and then `neighbors_key="spatial_neighbors"`.
+# `sq.gr.spatial_neighbors(adata)` and then `neighbors_key="spatial_neighbors"`, without
+# `spatial_key` (or with `graph_mode="expression"`, which uses a given graph as it is).
 
 # %%
 scsiam.tl.siamese_clu(adata, n_clusters=4, spatial_key="spatial", random_state=0, progress_bar=False)

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --spatial-key: average soft assignments over spatial neighbours this many times (default 0)",
     )  # fmt: skip
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    c.add_argument("--labels-key", default=None, help="obs column of reference labels, used only to print ARI/NMI after fitting")
+    c.add_argument("--labels-key", default=None, help="obs column of reference labels, used only to print ARI/NMI/ACC after fitting")
     c.set_defaults(func=_cluster)
     d = sub.add_parser("demo", help="cluster the shipped worm-neuron dataset and print ARI/NMI against PCA+KMeans")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

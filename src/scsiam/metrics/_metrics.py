@@ -43,23 +43,45 @@ def _accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
     return float(C[rows, cols].sum() / C.sum())
 
 
+_PARAMS = """
+
+    Parameters
+    ----------
+    labels
+        Reference labels, one per cell (read only here, for evaluation).
+    pred
+        Predicted clusters, in the same cell order.
+    """
+
+
+def _documented(func):
+    """Append the shared Parameters section to a metric's docstring."""
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = func.__doc__.rstrip() + _PARAMS
+    return func
+
+
+@_documented
 def ari(labels, pred) -> float:
     """Adjusted Rand index (:func:`sklearn.metrics.adjusted_rand_score`); cells without a label are left out."""
     return float(adjusted_rand_score(*_paired(labels, pred)))
 
 
+@_documented
 def nmi(labels, pred) -> float:
     """Normalised mutual information, arithmetic mean (:func:`sklearn.metrics.normalized_mutual_info_score`);
     cells without a label are left out."""
     return float(normalized_mutual_info_score(*_paired(labels, pred)))
 
 
+@_documented
 def accuracy(labels, pred) -> float:
     """Accuracy after the best one-to-one matching of clusters to classes (Hungarian algorithm); cells
     without a label are left out."""
     return _accuracy(*_paired(labels, pred))
 
 
+@_documented
 def evaluate(labels, pred) -> dict[str, float]:
     """ARI, NMI and ACC of predicted clusters against reference labels.
 

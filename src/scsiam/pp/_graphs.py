@@ -62,15 +62,45 @@ def combined_graph(
     n_neighbors: int = 15,
     n_neighs: int = 6,
     library_key: str | None = None,
-    key_added: str = "siamese",
+    key_added: str = "siamese_combined",
     copy: bool = False,
 ) -> AnnData | None:
     """Expression kNN graph combined with a spatial kNN graph: ``(1 - w) · expr + w · spatial``.
 
-    Writes ``obsp[f"{key_added}_connectivities"]`` and ``uns[f"{key_added}_neighbors"]``.
+    Writes ``obsp[f"{key_added}_connectivities"]`` and ``uns[f"{key_added}_neighbors"]``; pass
+    it on with ``neighbors_key=f"{key_added}_neighbors"`` and, together with ``spatial_key``,
+    ``graph_mode="expression"`` (which uses the given graph as it is).
+
+    Parameters
+    ----------
+    adata
+        AnnData with expression in ``X`` (or ``layer``) and coordinates in ``obsm[spatial_key]``.
+    spatial_key
+        Key of the coordinates.
+    layer
+        Layer of expression for the expression graph (``None``: ``X``). Counts are normalised
+        and log-transformed first; other values are used as they are.
+    spatial_weight
+        Weight ``w`` of the spatial graph, in ``[0, 1]``.
+    n_neighbors
+        Neighbours per cell of the expression kNN graph.
+    n_neighs
+        Neighbours per cell of the spatial kNN graph.
+    library_key
+        Column of ``obs`` naming slices; no spatial edge joins two slices.
+    key_added
+        Prefix of the written keys. The default differs from ``"siamese"``, whose
+        ``obsp["siamese_connectivities"]`` :meth:`~scsiam.SiameseCluModel.setup_anndata`
+        writes.
+    copy
+        Return a copy instead of writing in place.
     """
     if spatial_key not in adata.obsm:
         raise KeyError(f"spatial_key={spatial_key!r} is not in adata.obsm (keys: {list(adata.obsm.keys())}).")
+    if library_key is not None and library_key not in adata.obs:
+        raise KeyError(f"library_key={library_key!r} is not a column of adata.obs.")
+    if not 0.0 <= spatial_weight <= 1.0:
+        raise ValueError(f"spatial_weight must lie in [0, 1], got {spatial_weight}.")
     X = get_layer(adata, layer)
     expr = expression_knn_graph(X, is_counts=is_count_matrix(X), n_neighbors=n_neighbors)
     groups = None if library_key is None else np.asarray(adata.obs[library_key])
