@@ -111,6 +111,8 @@ METHODS: dict[str, Method] = {
         Method("var-concat", "variant", {"fusion": "concat"}, description="concatenation fusion"),
         Method("var-contrastive", "variant", {"fusion_loss": "contrastive"}, description="contrastive fusion loss"),
         Method("var-gmm", "variant", {"clustering_head": "gmm"}, description="GMM clustering head"),
+        Method("var-ema", "variant", {"center_update": "ema"},
+               description="OT centres as moving averages of their cells' embeddings"),
         Method("scanpy-leiden-default", "peer", description="scanpy pipeline, Leiden resolution 1.0"),
         Method("scanpy-leiden-k", "peer", description="scanpy pipeline, Leiden resolution searched for k"),
         Method("pca-kmeans", "peer", description="scanpy pipeline PCA 50, KMeans(k, n_init=10)"),

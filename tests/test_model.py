@@ -106,6 +106,29 @@ def test_history_keeps_clustering_metrics_and_trains_again_in_train_mode(adata15
     assert RecordMode.modes == [True, True, True, True]  # both phases of both runs
 
 
+@pytest.mark.parametrize("anneal", [True, False])
+def test_clustering_phase_anneals_the_learning_rate(adata150, anneal):
+    from lightning.pytorch.callbacks import Callback
+
+    class RecordLR(Callback):
+        def __init__(self):
+            self.lrs = {"pretrain": [], "cluster": []}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.lrs[pl_module.phase].append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    rec = RecordLR()
+    model = SiameseCluModel(adata150, n_clusters=3)
+    model.train(max_epochs=6, batch_size=64, tol=0.0, anneal_lr=anneal, progress_bar=False, callbacks=[rec])
+    pre, clu = np.array(rec.lrs["pretrain"]), np.array(rec.lrs["cluster"])
+    assert len(pre) == len(clu) == 9  # 3 epochs of 3 minibatches per phase
+    np.testing.assert_allclose(pre, 1e-3)
+    if anneal:  # half cosine from lr towards 0 over the clustering steps
+        assert clu[0] == pytest.approx(1e-3) and np.all(np.diff(clu) < 0) and clu[-1] < 1e-4
+    else:
+        np.testing.assert_allclose(clu, 1e-3)
+
+
 def test_no_dense_n_by_n(trained):
     adata, model = trained
     n = adata.n_obs
@@ -254,6 +277,8 @@ def test_likelihood_validation(adata150):
         SiameseCluModel(adata150, n_clusters=3, likelihood="poisson")
     m = SiameseCluModel(adata150, n_clusters=3)
     assert m.module.likelihood == "nb"  # "auto" on counts
+    with pytest.raises(TypeError, match="target_sum is set by SiameseCluModel from the registered data"):
+        SiameseCluModel(adata150, n_clusters=3, target_sum=1e4)
 
 
 def test_training_and_getters_hide_only_internal_warnings(adata150):

@@ -105,6 +105,10 @@ def test_bad_component_choices():
         SiameseModule(10, clustering_head="kmeans")
     with pytest.raises(ValueError, match="likelihood='poisson' is not one of"):
         SiameseModule(10, likelihood="poisson")
+    with pytest.raises(ValueError, match="n_layers must be at least 2"):
+        SiameseModule(10, n_layers=1)
+    with pytest.raises(ValueError, match="center_momentum must lie in"):
+        SiameseModule(10, center_momentum=0.0)
 
 
 def test_gated_fusion_is_convex_combination():
@@ -129,8 +133,11 @@ def _batch(n=80, g=30, seed=0):
 def test_module_loss_is_finite_and_differentiable(likelihood):
     torch.manual_seed(0)
     batch = _batch()
-    m = SiameseModule(30, n_clusters=3, likelihood=likelihood, n_hidden=32, n_graph_hidden=16, n_latent=8)
+    m = SiameseModule(
+        30, n_clusters=3, likelihood=likelihood, n_hidden=32, n_graph_hidden=16, n_latent=8, center_update="gradient"
+    )
     m.init_centers(torch.randn(3, 8))  # zero centres give a uniform Q and a zero clustering loss
+    m.set_phase("cluster")
     inf = m.inference(batch, augment=True)
     n_seed = int(batch["n_seed"])
     assert inf["z"].shape == (n_seed, 8)
@@ -198,6 +205,43 @@ def test_module_views_differ_between_steps_but_are_seedable(options):
     d = m.inference(batch, augment=True)
     assert torch.equal(c["z"], d["z"])
     assert torch.equal(c["edges"][0][0], d["edges"][0][0])
+
+
+def test_ema_centres_follow_a_moving_embedding_and_gradient_centres_do_not():
+    torch.manual_seed(0)
+    # three tight groups; their embeddings then all move by the same offset
+    z0 = torch.cat([torch.randn(30, 2) * 0.1 + torch.tensor(c) for c in ([0.0, 0.0], [3.0, 0.0], [0.0, 3.0])])
+    shift = torch.tensor([4.0, 4.0])
+    moved = {}
+    for update in ("ema", "gradient"):
+        m = SiameseModule(10, n_latent=2, center_update=update, center_momentum=0.5)
+        m.init_centers(torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]]), z0)
+        m.set_phase("cluster")
+        m.set_bank_limit(1000, 0)
+        scale0 = float(m.kernel_scale)
+        assert m.centers.requires_grad == (update == "gradient")
+        m.train()
+        for _ in range(20):
+            m.cluster_loss(z0 + shift)
+            m.update_centers()  # the plan calls this after every optimiser step
+        moved[update] = (m.centers.detach() - torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])).mean(0)
+        if update == "ema":
+            # each centre is the mean of its own cells again, and the kernel kept its scale
+            torch.testing.assert_close(moved[update], shift, atol=0.1, rtol=0)
+            assert m.log_q(z0 + shift).argmax(1).tolist() == [0] * 30 + [1] * 30 + [2] * 30
+            assert 0.5 * scale0 < float(m.kernel_scale) < 2 * scale0
+        else:  # without an optimiser step nothing moves them
+            assert moved[update].abs().max() == 0
+    # outside training (prediction) the centres never move
+    m = SiameseModule(10, n_latent=2)
+    m.init_centers(torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]]), z0)
+    m.eval()
+    before = m.centers.detach().clone()
+    m.cluster_loss(z0 + shift)
+    m.update_centers()
+    assert torch.equal(m.centers.detach(), before)
+    with pytest.raises(ValueError, match="center_update"):
+        SiameseModule(10, center_update="kmeans")
 
 
 def test_module_centres_resize_and_log_q():

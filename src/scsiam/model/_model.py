@@ -94,7 +94,10 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         Entries kept per row of the PPR diffusion.
     **module_kwargs
         Further options of :class:`~scsiam.module.SiameseModule` (graph encoder, augmentation,
-        fusion, clustering head, loss weights, ...).
+        fusion, clustering head, loss weights, ...). The model sets ``n_input``, ``n_batch``,
+        ``n_protein`` and ``target_sum`` (the median library size) from the registered data;
+        they cannot be passed here (``likelihood``, ``n_clusters`` and ``n_latent`` are the
+        arguments above).
 
     Examples
     --------
@@ -139,6 +142,13 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
                 "likelihood on the values as given. Register raw counts for the count likelihood.",
                 UserWarning,
                 stacklevel=settings.warnings_stacklevel,
+            )
+        reserved = sorted(set(module_kwargs) & {"n_input", "n_batch", "n_protein", "target_sum"})
+        if reserved:
+            raise TypeError(
+                f"{', '.join(reserved)} {'is' if len(reserved) == 1 else 'are'} set by SiameseCluModel from the "
+                "registered data and cannot be passed as a module option; remove "
+                f"{'it' if len(reserved) == 1 else 'them'}."
             )
         lib = np.asarray(X.sum(1)).ravel()
         target_sum = float(np.median(lib[lib > 0])) if (lib > 0).any() else 1e4
@@ -188,9 +198,11 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
 
         The cell graph is taken from ``adata.obsp[graph_key]``; when ``graph_key`` is ``None`` a
         label-free kNN graph (PCA of the log-normalised data, ``n_neighbors`` neighbours) is
-        built and stored in ``adata.obsp['siamese_connectivities']``. With ``spatial_key`` a
-        spatial kNN graph (squidpy) is combined with it, weighted by ``spatial_weight``
-        (1: spatial only, 0: expression only); with ``batch_key`` no spatial edge joins two batches.
+        built. With ``spatial_key`` the graph follows ``graph_mode``: by default the spatial kNN
+        graph (squidpy) alone, which leaves a given ``graph_key`` unused (with a warning);
+        ``graph_mode="both"`` joins it with the expression or given graph, weighted by
+        ``spatial_weight``; with ``batch_key`` no spatial edge joins two batches. The graph used
+        is stored in ``adata.obsp['siamese_connectivities']`` (the only key written).
 
         Parameters
         ----------
@@ -420,6 +432,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         ramp_epochs: int = 5,
         tol: float = 1e-3,
         reseed_empty: bool = False,
+        anneal_lr: bool = False,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         progress_bar: bool | None = None,
@@ -456,6 +469,12 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             the largest cluster. This keeps more of the ``n_clusters`` clusters asked for, but
             scored lower on the benchmark files where clusters empty out (CBMC), so it is off
             by default.
+        anneal_lr
+            Lower the learning rate along a half cosine to 0 during the clustering phase, so the
+            clusters settle before the final epoch (otherwise ``lr`` stays constant). On data
+            with few minibatches per epoch (hundreds of cells) the last large steps can move many
+            cells between clusters; on larger files the steps at full rate improved the
+            clusters, so it is off by default (see the benchmarks page).
         accelerator, devices
             Lightning accelerator and devices; ``strategy="ddp"`` etc. pass through ``trainer_kwargs``.
         progress_bar
@@ -536,6 +555,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             tol=tol,
             n_obs=n_obs,
             reseed_empty=reseed_empty,
+            anneal_lr=anneal_lr,
             **plan_kwargs,
         )
         try:
@@ -681,6 +701,20 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
 
         The history is stored as plain lists so that :meth:`load` can read the file with
         ``torch.load(weights_only=True)``, which cannot execute code.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write (created if missing).
+        prefix
+            Prefix of the file names, for several models in one folder; pass the same to :meth:`load`.
+        overwrite
+            Replace the files of a model already saved there (otherwise an error is raised).
+        save_anndata
+            Also write the registered AnnData (``adata.h5ad``), so that :meth:`load` needs no
+            ``adata``.
+        **kwargs
+            Passed to :meth:`anndata.AnnData.write` when ``save_anndata`` is true.
         """
         kept = {name: getattr(self, name) for name in ("history_", "registry_", "init_params_")}
         self.history_ = _history_to_plain(kept["history_"])

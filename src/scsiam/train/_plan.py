@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scvi.train import TrainingPlan
@@ -30,6 +32,10 @@ class SiameseTrainingPlan(TrainingPlan):
         In the clustering phase, move the centre of a cluster that held no cell during an epoch
         into the largest cluster (see :meth:`~scsiam.module.SiameseModule.reseed_empty_centers`),
         so that more of the clusters asked for are kept.
+    anneal_lr
+        In the clustering phase, lower the learning rate along a half cosine from ``lr`` to 0
+        over the phase's steps, so that the final clusters come from a settled embedding rather
+        than from the last of many large steps.
     **kwargs
         Optimiser settings of :class:`scvi.train.TrainingPlan` (``lr``, ``weight_decay``, ...).
     """
@@ -44,6 +50,7 @@ class SiameseTrainingPlan(TrainingPlan):
         tol: float = 1e-3,
         n_obs: int = 0,
         reseed_empty: bool = False,
+        anneal_lr: bool = False,
         **kwargs,
     ):
         if phase not in ("pretrain", "cluster"):
@@ -55,6 +62,7 @@ class SiameseTrainingPlan(TrainingPlan):
         self.ramp_epochs = max(int(ramp_epochs), 1)
         self.tol = float(tol)
         self.reseed_empty = bool(reseed_empty)
+        self.anneal_lr = bool(anneal_lr)
         self._assign = np.full(n_obs, -1, dtype=np.int64) if phase == "cluster" else None
         self._prev = None
 
@@ -81,6 +89,22 @@ class SiameseTrainingPlan(TrainingPlan):
             self.log(f"{k}_train", v, on_step=False, on_epoch=True, batch_size=n_seed)
         self.log("cluster_weight", lam, on_step=False, on_epoch=True, batch_size=n_seed)
         return out.loss
+
+    def configure_optimizers(self):
+        config = super().configure_optimizers()
+        if self.phase != "cluster" or not self.anneal_lr:
+            return config
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+
+        def cosine(step: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(config["optimizer"], cosine)
+        config["lr_scheduler"] = {"scheduler": scheduler, "interval": "step"}
+        return config
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.module.update_centers()  # after the optimiser step (no-op outside the "ema" OT head)
 
     def on_train_epoch_end(self):
         if self._assign is None:
@@ -131,6 +155,7 @@ class SiameseTrainingPlan(TrainingPlan):
             "bank_ptr": int(m.bank_ptr),
             "ot_log_v": m.ot_log_v.detach().cpu().clone(),
             "ot_steps": int(m.ot_steps),
+            "center_mass": m.center_mass.detach().cpu().clone(),
             "assign": None if self._assign is None else torch.from_numpy(self._assign.copy()),
             "prev": None if self._prev is None else torch.from_numpy(self._prev.copy()),
         }
@@ -149,6 +174,8 @@ class SiameseTrainingPlan(TrainingPlan):
         m.bank_ptr.fill_(state["bank_ptr"])
         m.ot_log_v = state["ot_log_v"].to(m.centers.device)
         m.ot_steps.fill_(state["ot_steps"])
+        if "center_mass" in state:
+            m.center_mass = state["center_mass"].to(m.centers.device)
         if state["assign"] is not None:
             self._assign = state["assign"].numpy().copy()
         self._prev = None if state["prev"] is None else state["prev"].numpy().copy()
