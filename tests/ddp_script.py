@@ -1,7 +1,9 @@
 """Trains SiameseCluModel with Lightning DDP on 2 CPU processes (gloo); run by test_ddp.py.
 
-usage: python ddp_script.py OUT_DIR
-Each rank writes rank<r>.json with the cells it saw; rank 0 also writes result.json.
+usage: python ddp_script.py OUT_DIR [CENTER_UPDATE]
+Each rank writes rank<r>.json with the cells it saw and its cluster centres; rank 0 also writes
+result.json. CENTER_UPDATE ("gradient" or "ema") is passed to the module; "ema" also anneals the
+learning rate of the clustering phase.
 """
 
 import json
@@ -18,7 +20,7 @@ import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
 
 
-def main(out: str) -> None:
+def main(out: str, center_update: str = "gradient") -> None:
     from scsiam import SiameseCluModel
     from scsiam.train import GraphDataSplitter
 
@@ -36,14 +38,21 @@ def main(out: str) -> None:
     labels = rng.integers(0, 3, 240)
     adata = ad.AnnData(sp.csr_matrix(rng.poisson(centers[labels] * 2).astype(np.float32)))
     SiameseCluModel.setup_anndata(adata)
-    model = SiameseCluModel(adata, n_clusters=3, n_latent=8)
+    model = SiameseCluModel(adata, n_clusters=3, n_latent=8, center_update=center_update)
     model.train(
-        max_epochs=2, batch_size=40, accelerator="cpu", devices=2, strategy="ddp", progress_bar=False, seed=0
+        max_epochs=2,
+        batch_size=40,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        progress_bar=False,
+        seed=0,
+        anneal_lr=center_update == "ema",
     )
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
-        json.dump({"rank": rank, "world": world, "seen": seen}, fh)
+        json.dump({"rank": rank, "world": world, "seen": seen, "centers": model.module.centers.tolist()}, fh)
     if rank == 0:
         pred = model.predict()
         with open(os.path.join(out, "result.json"), "w") as fh:
@@ -51,4 +60,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

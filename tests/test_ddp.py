@@ -5,11 +5,17 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 
-def test_ddp_two_cpu_processes(tmp_path):
+
+@pytest.mark.parametrize("center_update", ["gradient", "ema"])
+def test_ddp_two_cpu_processes(tmp_path, center_update):
     script = os.path.join(os.path.dirname(__file__), "ddp_script.py")
     env = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, script, str(tmp_path)], capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run(
+        [sys.executable, script, str(tmp_path), center_update], capture_output=True, text=True, timeout=900, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
@@ -22,3 +28,8 @@ def test_ddp_two_cpu_processes(tmp_path):
     first0, first1 = set(r0["seen"][:half]), set(r1["seen"][:half])
     assert not first0 & first1
     assert first0 | first1 == set(range(n))
+    # the ranks end with the same cluster centres (gradients, or the moving-average statistics,
+    # are averaged over the ranks)
+    c0, c1 = np.array(r0["centers"]), np.array(r1["centers"])
+    assert c0.shape == (3, 8)
+    np.testing.assert_allclose(c0, c1, rtol=0, atol=1e-6)
