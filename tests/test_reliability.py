@@ -648,3 +648,14 @@ def test_checkpoints_of_another_run_are_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="different model.*empty folder"):
         model.train(max_epochs=6, batch_size=64, progress_bar=False, checkpoint_dir=ckdir)
     assert not model.is_trained_
+    # the same model with other clustering-phase settings: other optimised parameters or schedule
+    for kwargs, train_kwargs, msg in [
+        ({"center_update": "ema"}, {}, "trained with center_update='gradient', but this run asks for center_update='ema'"),
+        ({}, {"anneal_lr": True}, "trained with anneal_lr=False, but this run asks for anneal_lr=True"),
+    ]:
+        adata = base.copy()
+        SiameseCluModel.setup_anndata(adata)
+        model = SiameseCluModel(adata, n_clusters=3, n_latent=8, **kwargs)
+        with pytest.raises(ValueError, match=msg):
+            model.train(max_epochs=6, batch_size=64, progress_bar=False, checkpoint_dir=ckdir, **train_kwargs)
+        assert not model.is_trained_

@@ -41,6 +41,7 @@ from ..data._graph import cell_graph, ppr_graph
 from ..data._sampler import CSRGraph
 from ..module import SiameseModule
 from ..train import CellSource, GraphDataSplitter, SiameseTrainingPlan
+from ..train._plan import clustering_options
 from ._autok import estimate_n_clusters
 
 logger = logging.getLogger(__name__)
@@ -520,7 +521,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
 
         splitter = self._splitter(batch_size=batch_size, fanout=fanout, num_hops=num_hops, seed=seed)
         ckpt = _Checkpoints(checkpoint_dir)
-        ckpt.check_matches(self.module, self.n_clusters_)
+        ckpt.check_matches(self.module, self.n_clusters_, clustering_options(self.module, anneal_lr))
         resume_cluster = ckpt.exists("cluster")
         if not resume_cluster:
             # phase 1: pretraining (no clustering term); the getters leave the module in eval
@@ -882,21 +883,24 @@ class _Checkpoints:
 
         return self.dir is not None and os.path.exists(self.path(phase))
 
-    def _state(self, phase: str) -> dict:
+    def _checkpoint(self, phase: str) -> dict:
         if phase not in self._states:
-            self._states[phase] = torch.load(self.path(phase), map_location="cpu", weights_only=False)[
-                "state_dict"
-            ]
+            self._states[phase] = torch.load(self.path(phase), map_location="cpu", weights_only=False)
         return self._states[phase]
+
+    def _state(self, phase: str) -> dict:
+        return self._checkpoint(phase)["state_dict"]
 
     def n_clusters(self, phase: str) -> int:
         return int(self._state(phase)["module.centers"].shape[0])
 
-    def check_matches(self, module, n_clusters: int | None) -> None:
-        """Raise if the checkpoint a run would resume from belongs to another model or another k.
+    def check_matches(self, module, n_clusters: int | None, options: dict | None = None) -> None:
+        """Raise if the checkpoint a run would resume from belongs to another model, k or options.
 
-        Resuming from it would otherwise fail deep inside Lightning (other genes or sizes) or,
-        for another ``n_clusters``, silently continue the earlier run with its own k.
+        Resuming from it would otherwise fail deep inside Lightning (other genes or sizes, or
+        other optimised parameters) or, for another ``n_clusters`` or learning-rate schedule,
+        silently continue the earlier run with its own. ``options`` are the clustering-phase
+        settings the plan stores in its checkpoints.
         """
         phase = next((ph for ph in ("cluster", "pretrain") if self.exists(ph)), None)
         if phase is None:
@@ -918,6 +922,16 @@ class _Checkpoints:
                 f"but this model asks for n_clusters={n_clusters}. Resume with n_clusters={self.n_clusters(phase)}, "
                 "or pass an empty folder to start a new run."
             )
+        saved = self._checkpoint(phase).get("scsiam", {}).get("options") if phase == "cluster" else None
+        if saved and options:
+            differ = {k: (saved[k], v) for k, v in options.items() if k in saved and saved[k] != v}
+            if differ:
+                there = ", ".join(f"{k}={a!r}" for k, (a, _) in differ.items())
+                here = ", ".join(f"{k}={b!r}" for k, (_, b) in differ.items())
+                raise ValueError(
+                    f"checkpoint_dir {self.dir!r} holds a clustering checkpoint trained with {there}, but this run "
+                    f"asks for {here}. Resume with the same settings, or pass an empty folder to start a new run."
+                )
 
     def trainer_kwargs(self, phase: str, callbacks=None) -> dict:
         from lightning.pytorch.callbacks import ModelCheckpoint

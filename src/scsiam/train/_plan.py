@@ -156,6 +156,7 @@ class SiameseTrainingPlan(TrainingPlan):
             "ot_log_v": m.ot_log_v.detach().cpu().clone(),
             "ot_steps": int(m.ot_steps),
             "center_mass": m.center_mass.detach().cpu().clone(),
+            "options": clustering_options(m, self.anneal_lr),
             "assign": None if self._assign is None else torch.from_numpy(self._assign.copy()),
             "prev": None if self._prev is None else torch.from_numpy(self._prev.copy()),
         }
@@ -182,6 +183,18 @@ class SiameseTrainingPlan(TrainingPlan):
 
     def validation_step(self, batch, batch_idx):  # no validation split for a transductive graph model
         return None
+
+
+def clustering_options(module, anneal_lr: bool) -> dict:
+    """Settings a resumed clustering phase must share with the checkpoint it resumes from.
+
+    They decide which parameters the optimiser holds and whether a learning-rate scheduler exists.
+    """
+    return {
+        "clustering_head": module.clustering_head,
+        "center_update": module.center_update,
+        "anneal_lr": bool(anneal_lr),
+    }
 
 
 def check_loss_finite(out) -> None:
