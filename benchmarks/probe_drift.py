@@ -13,7 +13,6 @@ largest soft assignment near 1/k. Labels are read only to score.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -37,10 +36,7 @@ def main(argv=None):
 
     import scsiam
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(Path(__file__).parents[2] / "shared" / "data"))
-    p.add_argument("--files", nargs="*", default=["mouse_olfactory_bulb_st"])
-    p.add_argument("--seeds", nargs="*", type=int, default=[2])
+    p = quality.probe_parser(__doc__, files=["mouse_olfactory_bulb_st"], seeds=[2])
     p.add_argument("--model-kwargs", type=json.loads, default={})
     p.add_argument("--train-kwargs", type=json.loads, default={})
     args = p.parse_args(argv)

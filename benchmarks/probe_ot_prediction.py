@@ -12,7 +12,6 @@ and prints the ARI of both labellings. Labels are read only to score.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -35,12 +34,9 @@ def main(argv=None):
     import scsiam
     from scsiam.module._losses import sinkhorn_potentials
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(Path(__file__).parents[2] / "shared" / "data"))
-    p.add_argument(
-        "--files", nargs="*", default=["baron_mouse_mouse1", "starmap_mpfc_BZ5", "mouse_olfactory_bulb_st"]
+    p = quality.probe_parser(
+        __doc__, files=["baron_mouse_mouse1", "starmap_mpfc_BZ5", "mouse_olfactory_bulb_st"], seeds=[0, 1, 2]
     )
-    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--eps", nargs="*", type=float, default=[0.1, 0.3])
     args = p.parse_args(argv)
     for stem in args.files:

@@ -161,6 +161,15 @@ def find_files(data_dir: Path, only: list[str] | None) -> list[Path]:
     return files  # alphabetical, or in the order given to --files
 
 
+def probe_parser(doc: str, files: list[str], seeds: list[int]) -> argparse.ArgumentParser:
+    """Command line shared by the probe scripts: ``--data``, ``--files`` (stems) and ``--seeds``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--files", nargs="*", default=files)
+    p.add_argument("--seeds", nargs="*", type=int, default=seeds)
+    return p
+
+
 def load_dataset(path: Path) -> Dataset | None:
     """Read a file; ``None`` when it has no label column."""
     import anndata as ad
