@@ -129,6 +129,29 @@ def test_clustering_phase_anneals_the_learning_rate(adata150, anneal):
         np.testing.assert_allclose(clu, 1e-3)
 
 
+@pytest.mark.parametrize("center_update", ["gradient", "ema"])
+def test_center_lr_gives_learned_centres_their_own_rate(adata150, center_update):
+    from lightning.pytorch.callbacks import Callback
+
+    class RecordGroups(Callback):
+        def __init__(self):
+            self.groups = {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            groups = trainer.optimizers[0].param_groups
+            centers = pl_module.module.centers
+            self.groups[pl_module.phase] = [(g["lr"], any(p is centers for p in g["params"])) for g in groups]
+
+    rec = RecordGroups()
+    model = SiameseCluModel(adata150, n_clusters=3, center_update=center_update)
+    model.train(max_epochs=4, batch_size=64, center_lr=0.02, progress_bar=False, callbacks=[rec])
+    assert rec.groups["pretrain"] == [(1e-3, False)]  # no centres while pretraining
+    if center_update == "gradient":  # the centres alone, at their own rate
+        assert rec.groups["cluster"] == [(1e-3, False), (0.02, True)]
+    else:  # moving-average centres are not optimised: nothing to give a rate
+        assert rec.groups["cluster"] == [(1e-3, False)]
+
+
 def test_no_dense_n_by_n(trained):
     adata, model = trained
     n = adata.n_obs

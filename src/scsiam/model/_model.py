@@ -434,6 +434,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         tol: float = 1e-3,
         reseed_empty: bool = False,
         anneal_lr: bool = False,
+        center_lr: float | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         progress_bar: bool | None = None,
@@ -476,6 +477,10 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             with few minibatches per epoch (hundreds of cells) the last large steps can move many
             cells between clusters; on larger files the steps at full rate improved the
             clusters, so it is off by default (see the benchmarks page).
+        center_lr
+            Learning rate of the cluster centres in the clustering phase, when they are learned
+            by gradient (``None``: ``lr``). Adam moves each centre by about this much per step,
+            while the encoder can move the embedding much further, away from every centre.
         accelerator, devices
             Lightning accelerator and devices; ``strategy="ddp"`` etc. pass through ``trainer_kwargs``.
         progress_bar
@@ -521,7 +526,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
 
         splitter = self._splitter(batch_size=batch_size, fanout=fanout, num_hops=num_hops, seed=seed)
         ckpt = _Checkpoints(checkpoint_dir)
-        ckpt.check_matches(self.module, self.n_clusters_, clustering_options(self.module, anneal_lr))
+        ckpt.check_matches(self.module, self.n_clusters_, clustering_options(self.module, anneal_lr, center_lr))
         resume_cluster = ckpt.exists("cluster")
         if not resume_cluster:
             # phase 1: pretraining (no clustering term); the getters leave the module in eval
@@ -557,6 +562,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             n_obs=n_obs,
             reseed_empty=reseed_empty,
             anneal_lr=anneal_lr,
+            center_lr=center_lr,
             **plan_kwargs,
         )
         try:

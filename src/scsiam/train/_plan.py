@@ -32,6 +32,9 @@ class SiameseTrainingPlan(TrainingPlan):
         In the clustering phase, move the centre of a cluster that held no cell during an epoch
         into the largest cluster (see :meth:`~scsiam.module.SiameseModule.reseed_empty_centers`),
         so that more of the clusters asked for are kept.
+    center_lr
+        Learning rate of the cluster centres in the clustering phase, when they are learned by
+        gradient (``None``: the plan's ``lr``).
     anneal_lr
         In the clustering phase, lower the learning rate along a half cosine from ``lr`` to 0
         over the phase's steps, so that the final clusters come from a settled embedding rather
@@ -50,6 +53,7 @@ class SiameseTrainingPlan(TrainingPlan):
         tol: float = 1e-3,
         n_obs: int = 0,
         reseed_empty: bool = False,
+        center_lr: float | None = None,
         anneal_lr: bool = False,
         **kwargs,
     ):
@@ -63,6 +67,7 @@ class SiameseTrainingPlan(TrainingPlan):
         self.tol = float(tol)
         self.reseed_empty = bool(reseed_empty)
         self.anneal_lr = bool(anneal_lr)
+        self.center_lr = None if center_lr is None else float(center_lr)
         self._assign = np.full(n_obs, -1, dtype=np.int64) if phase == "cluster" else None
         self._prev = None
 
@@ -92,6 +97,13 @@ class SiameseTrainingPlan(TrainingPlan):
 
     def configure_optimizers(self):
         config = super().configure_optimizers()
+        centers = self.module.centers
+        if self.phase == "cluster" and self.center_lr is not None and centers.requires_grad:
+            # the centres in a group of their own, at their own learning rate
+            opt = config["optimizer"]
+            for group in opt.param_groups:
+                group["params"] = [p for p in group["params"] if p is not centers]
+            opt.add_param_group({"params": [centers], "lr": self.center_lr})
         if self.phase != "cluster" or not self.anneal_lr:
             return config
         total = max(int(self.trainer.estimated_stepping_batches), 1)
@@ -156,7 +168,7 @@ class SiameseTrainingPlan(TrainingPlan):
             "ot_log_v": m.ot_log_v.detach().cpu().clone(),
             "ot_steps": int(m.ot_steps),
             "center_mass": m.center_mass.detach().cpu().clone(),
-            "options": clustering_options(m, self.anneal_lr),
+            "options": clustering_options(m, self.anneal_lr, self.center_lr),
             "assign": None if self._assign is None else torch.from_numpy(self._assign.copy()),
             "prev": None if self._prev is None else torch.from_numpy(self._prev.copy()),
         }
@@ -185,7 +197,7 @@ class SiameseTrainingPlan(TrainingPlan):
         return None
 
 
-def clustering_options(module, anneal_lr: bool) -> dict:
+def clustering_options(module, anneal_lr: bool, center_lr: float | None = None) -> dict:
     """Settings a resumed clustering phase must share with the checkpoint it resumes from.
 
     They decide which parameters the optimiser holds and whether a learning-rate scheduler exists.
@@ -194,6 +206,7 @@ def clustering_options(module, anneal_lr: bool) -> dict:
         "clustering_head": module.clustering_head,
         "center_update": module.center_update,
         "anneal_lr": bool(anneal_lr),
+        "center_lr": None if center_lr is None else float(center_lr),
     }
 
 
