@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from scvi.train import TrainingPlan
@@ -107,11 +105,7 @@ class SiameseTrainingPlan(TrainingPlan):
         if self.phase != "cluster" or not self.anneal_lr:
             return config
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-
-        def cosine(step: int) -> float:
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(config["optimizer"], cosine)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(config["optimizer"], T_max=total, eta_min=0.0)
         config["lr_scheduler"] = {"scheduler": scheduler, "interval": "step"}
         return config
 
