@@ -491,6 +491,25 @@ def test_inductive_prediction_on_new_cells(worm_full, saved):
     assert model.get_latent_representation().shape == (150, 16)
 
 
+def test_getters_leave_a_view_a_view(worm_full, saved):
+    """A view passed to the getters is read, not turned into an AnnData in place."""
+    model = saved.model
+    cells = _other_cells(worm_full, saved, 60)
+    parent = worm_full[:, saved.adata.var_names].copy()
+    view = parent[cells]
+    snap = snapshot(parent)
+    q_view = model.predict(view, soft=True)
+    assert view.is_view
+    assert model.get_latent_representation(view).shape == (60, 16)
+    assert view.is_view and "siamese_connectivities" not in view.obsp
+    assert_unchanged(parent, snap)
+    np.testing.assert_allclose(q_view, model.predict(parent[cells].copy(), soft=True), atol=1e-5)
+    # a view of the training data itself
+    train_view = saved.adata[:40]
+    z = model.get_latent_representation(train_view)
+    assert train_view.is_view and z.shape == (40, 16)
+
+
 def _other_genes(worm_full, saved, kind):
     genes = np.asarray(saved.adata.var_names)
     if kind == "subset":

@@ -633,6 +633,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         ----------
         adata
             AnnData with the same genes (registered or transferable); defaults to the training data.
+            New cells are registered in place (scvi-tools' fields, and a cell graph in
+            ``obsp['siamese_connectivities']`` when the model built its own); a view is read
+            from a copy and stays a view.
         batch_size
             Cells per inference batch.
         """
@@ -644,7 +647,8 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         Parameters
         ----------
         adata
-            AnnData with the same genes; defaults to the training data.
+            AnnData with the same genes; defaults to the training data. Registered as in
+            :meth:`get_latent_representation`.
         soft
             Return soft assignments ``Q`` of shape ``(n_obs, n_clusters)`` (rows sum to 1)
             instead of hard labels of shape ``(n_obs,)``.
@@ -658,6 +662,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
 
     # ------------------------------------------------------------------------------ new data
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
+        if isinstance(adata, AnnData) and adata.is_view and copy_if_view:
+            # scvi-tools would turn the caller's view into an AnnData in place; read a copy instead
+            adata = adata.copy()
         if adata is not None and adata is not self.adata:
             if self.get_anndata_manager(adata) is None:
                 self._prepare_new_adata(adata)
