@@ -152,6 +152,47 @@ def test_center_lr_gives_learned_centres_their_own_rate(adata150, center_update)
         assert rec.groups["cluster"] == [(1e-3, False)]
 
 
+@pytest.mark.parametrize("center_init", ["embedding", "pca"])
+def test_center_init_starts_from_the_chosen_partition(adata150, monkeypatch, center_init):
+    """``"pca"``: the centres are the mean pretrained embeddings of KMeans clusters of the expression's PCs."""
+    from sklearn.cluster import KMeans
+
+    from scsiam.data._graph import expression_pcs
+    from scsiam.module import SiameseModule
+
+    seen = {}
+    init = SiameseModule.init_centers
+
+    def record(self, centers, z=None):
+        if z is not None:
+            seen["centers"], seen["z"] = np.asarray(centers).copy(), np.asarray(z).copy()
+        return init(self, centers, z)
+
+    monkeypatch.setattr(SiameseModule, "init_centers", record)
+    model = SiameseCluModel(adata150, n_clusters=3)
+    model.train(max_epochs=2, batch_size=64, center_init=center_init, seed=4, progress_bar=False)
+    z, centers = seen["z"], seen["centers"]
+    if center_init == "pca":
+        pcs = expression_pcs(adata150.X, n_pcs=16, random_state=4)
+        labels = KMeans(3, n_init=10, random_state=4).fit_predict(pcs)
+        expected = np.stack([z[labels == g].mean(0) for g in range(3)])
+    else:
+        expected = KMeans(3, n_init=10, random_state=4).fit(z).cluster_centers_
+    np.testing.assert_allclose(centers, expected, atol=1e-4)
+    with pytest.raises(ValueError, match="center_init must be one of"):
+        model.train(max_epochs=2, center_init="leiden")
+
+
+def test_partition_centers_fills_empty_groups():
+    from scsiam.model._model import partition_centers
+
+    z = np.arange(12, dtype=np.float32).reshape(6, 2)
+    centers = partition_centers(z, np.array([0, 0, 0, 2, 2, 2]), 3, seed=0)
+    np.testing.assert_allclose(centers[0], z[:3].mean(0))
+    np.testing.assert_allclose(centers[2], z[3:].mean(0))
+    assert np.isfinite(centers[1]).all()
+
+
 def test_no_dense_n_by_n(trained):
     adata, model = trained
     n = adata.n_obs

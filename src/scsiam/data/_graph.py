@@ -27,6 +27,33 @@ def symmetrize(A: sp.spmatrix) -> sp.csr_matrix:
     return A
 
 
+def _log_pca(X, *, is_counts: bool, n_pcs: int, random_state: int) -> ad.AnnData:
+    """A private AnnData of ``X`` (normalised and log-transformed when counts) with ``obsm['X_pca']``."""
+    import scanpy as sc
+
+    n_obs, n_vars = X.shape
+    # always a private copy: normalisation below works in place
+    tmp = ad.AnnData(
+        X=sp.csr_matrix(X, dtype=np.float32, copy=True) if sp.issparse(X) else np.array(X, np.float32)
+    )
+    if is_counts:
+        sc.pp.normalize_total(tmp)
+        sc.pp.log1p(tmp)
+    n_comps = int(max(2, min(n_pcs, n_obs - 1, n_vars - 1)))
+    sc.pp.pca(tmp, n_comps=n_comps, random_state=random_state)
+    return tmp
+
+
+@keep_torch_threads
+def expression_pcs(X, *, is_counts: bool = True, n_pcs: int = 16, random_state: int = 0) -> np.ndarray:
+    """Principal components of the cells' expression (log-normalised first when ``X`` holds counts).
+
+    The same preprocessing as :func:`expression_knn_graph`, through :func:`scanpy.pp.pca`
+    (sparse input is never densified).
+    """
+    return np.asarray(_log_pca(X, is_counts=is_counts, n_pcs=n_pcs, random_state=random_state).obsm["X_pca"])
+
+
 @keep_torch_threads
 def expression_knn_graph(
     X,
@@ -56,17 +83,8 @@ def expression_knn_graph(
     """
     import scanpy as sc
 
-    n_obs, n_vars = X.shape
-    # always a private copy: normalisation below works in place
-    tmp = ad.AnnData(
-        X=sp.csr_matrix(X, dtype=np.float32, copy=True) if sp.issparse(X) else np.array(X, np.float32)
-    )
-    if is_counts:
-        sc.pp.normalize_total(tmp)
-        sc.pp.log1p(tmp)
-    n_comps = int(max(2, min(n_pcs, n_obs - 1, n_vars - 1)))
-    sc.pp.pca(tmp, n_comps=n_comps, random_state=random_state)
-    k = int(max(2, min(n_neighbors, n_obs - 1)))
+    tmp = _log_pca(X, is_counts=is_counts, n_pcs=n_pcs, random_state=random_state)
+    k = int(max(2, min(n_neighbors, X.shape[0] - 1)))
     sc.pp.neighbors(tmp, n_neighbors=k, use_rep="X_pca", random_state=random_state)
     return symmetrize(tmp.obsp["connectivities"])
 

@@ -37,7 +37,7 @@ from .._validate import (
     torch_threads_from_env,
 )
 from ..data._fields import MuDataObspField, ObspField
-from ..data._graph import cell_graph, ppr_graph
+from ..data._graph import cell_graph, expression_pcs, ppr_graph
 from ..data._sampler import CSRGraph
 from ..module import SiameseModule
 from ..train import CellSource, GraphDataSplitter, SiameseTrainingPlan
@@ -435,6 +435,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         reseed_empty: bool = False,
         anneal_lr: bool = False,
         center_lr: float | None = None,
+        center_init: str = "embedding",
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         progress_bar: bool | None = None,
@@ -481,6 +482,11 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             Learning rate of the cluster centres in the clustering phase, when they are learned
             by gradient (``None``: ``lr``). Adam moves each centre by about this much per step,
             while the encoder can move the embedding much further, away from every centre.
+        center_init
+            Where the clustering phase starts. ``"embedding"``: KMeans(k) on the pretrained
+            embedding. ``"pca"``: KMeans(k) on the first ``n_latent`` principal components of
+            the log-normalised expression (the encoder's input; the RNA only for multimodal
+            data), each centre then being the mean pretrained embedding of its cluster.
         accelerator, devices
             Lightning accelerator and devices; ``strategy="ddp"`` etc. pass through ``trainer_kwargs``.
         progress_bar
@@ -512,6 +518,8 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive number of cells, got {batch_size}.")
         seed = int(seed if seed is not None else (settings.seed if settings.seed is not None else 0))
+        if center_init not in CENTER_INITS:
+            raise ValueError(f"center_init must be one of {CENTER_INITS}, got {center_init!r}.")
         if progress_bar is None:
             progress_bar = not _in_ci()
         trainer_kwargs.setdefault("enable_progress_bar", progress_bar)
@@ -542,7 +550,11 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
                 k, info = estimate_n_clusters(z, random_state=seed)
                 self.auto_k_ = {"n_clusters": k, **info}
                 logger.info("Estimated %d clusters without labels.", k)
-            self.module.init_centers(torch.as_tensor(kmeans_centers(z, k, seed)), torch.as_tensor(z))
+            if center_init == "pca":
+                centers = partition_centers(z, self._expression_kmeans(k, seed), k, seed)
+            else:
+                centers = kmeans_centers(z, k, seed)
+            self.module.init_centers(torch.as_tensor(centers), torch.as_tensor(z))
         else:
             # resuming the clustering phase: centres (and k) come from its checkpoint
             k = ckpt.n_clusters("cluster")
@@ -603,6 +615,14 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             if getattr(runner.trainer, "interrupted", False):
                 raise KeyboardInterrupt from e
             raise
+
+    def _expression_kmeans(self, k: int, seed: int) -> np.ndarray:
+        """KMeans(k) labels of every cell on the first ``n_latent`` PCs of its (log-normalised) expression."""
+        X = in_memory(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        pcs = expression_pcs(
+            X, is_counts=self.module.likelihood != "gaussian", n_pcs=self.module.n_latent, random_state=seed
+        )
+        return kmeans_fit(pcs, k, seed).predict(pcs)
 
     # ------------------------------------------------------------------------------ getters
     @torch.inference_mode()
@@ -982,14 +1002,38 @@ def default_schedule(n_obs: int) -> dict:
     return {"batch_size": batch_size, "max_epochs": max_epochs}
 
 
+CENTER_INITS = ("embedding", "pca")
+
+
 @keep_torch_threads
-def kmeans_centers(z: np.ndarray, k: int, seed: int, max_cells: int = 50_000) -> np.ndarray:
-    """KMeans centres of ``z`` (10 restarts, seeded); fitted on a sample above ``max_cells``."""
+def kmeans_fit(z: np.ndarray, k: int, seed: int, max_cells: int = 50_000):
+    """scikit-learn KMeans of ``z`` (10 restarts, seeded), fitted on a sample above ``max_cells``."""
     from sklearn.cluster import KMeans
 
     rng = np.random.default_rng(seed)
     fit = z if z.shape[0] <= max_cells else z[rng.choice(z.shape[0], max_cells, replace=False)]
-    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit(fit).cluster_centers_.astype(np.float32)
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit(fit)
+
+
+def kmeans_centers(z: np.ndarray, k: int, seed: int, max_cells: int = 50_000) -> np.ndarray:
+    """KMeans centres of ``z`` (10 restarts, seeded); fitted on a sample above ``max_cells``."""
+    return kmeans_fit(z, k, seed, max_cells).cluster_centers_.astype(np.float32)
+
+
+def partition_centers(z: np.ndarray, labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Mean of ``z`` over the cells of each of the ``k`` groups in ``labels`` (integers ``0..k-1``).
+
+    A group without cells gets a KMeans centre of ``z`` instead.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = np.zeros((k, z.shape[1]))
+    np.add.at(sums, labels, z)
+    centers = sums / np.maximum(counts, 1.0)[:, None]
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        centers[empty] = kmeans_centers(z, empty.size, seed)
+    return centers.astype(np.float32)
 
 
 def validate_adata(
