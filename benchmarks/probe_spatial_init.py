@@ -1,7 +1,7 @@
 """Probe: spatially coherent initial clusters on the spatial files.
 
 usage: OMP_NUM_THREADS=1 python benchmarks/probe_spatial_init.py [--data DIR] [--files STEM ...]
-       [--seeds 0 1 2] [--weights 1 2]
+       [--seeds 0 1 2] [--weights 1 2] [--smoothing 0]
 
 The clustering phase starts from KMeans(k) on the pretrained embedding. On spatial data,
 Leiden-to-k on the sum of the embedding's 15-NN graph and the 6-NN spatial graph (the
@@ -9,7 +9,9 @@ construction of the ``spatial-leiden-k`` peer in ``quality.py``, with the spatia
 a weight) gives spatially coherent communities. This probe starts the clustering phase from the
 centres of those communities instead (their mean embeddings; KMeans fills in when Leiden finds
 fewer than k) and prints, per file, seed and weight, the ARI of the initial partition and of the
-final clusters. Labels are read only to score.
+final clusters. With ``--smoothing S`` the final soft assignments are also averaged over the
+6 nearest spatial neighbours ``S`` times (``tl.siamese_clu(spatial_smoothing=S)``). Labels are
+read only to score.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def main(argv=None):
     p.add_argument("--files", nargs="*", default=["starmap_mpfc_BZ5", "mouse_olfactory_bulb_st"])
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--weights", nargs="*", type=float, default=[1.0, 2.0])
+    p.add_argument("--smoothing", type=int, default=0, help="spatial_smoothing steps of the final assignments")
     args = p.parse_args(argv)
     kmeans_centers = model_module.kmeans_centers
     for stem in args.files:
@@ -79,12 +82,13 @@ def main(argv=None):
                 model_module.kmeans_centers = init
                 try:
                     scsiam.tl.siamese_clu(
-                        ds.adata, n_clusters=ds.k, random_state=seed, progress_bar=False, spatial_key="spatial"
+                        ds.adata, n_clusters=ds.k, random_state=seed, progress_bar=False, spatial_key="spatial",
+                        spatial_smoothing=args.smoothing,
                     )
                 finally:
                     model_module.kmeans_centers = kmeans_centers
                 final = adjusted_rand_score(ds.labels, ds.adata.obs["siamese_clusters"].astype(str))
-                print(f"{stem} weight={weight} seed={seed} initial {seen['init']:.3f} final {final:.3f}", flush=True)
+                print(f"{stem} weight={weight} smoothing={args.smoothing} seed={seed} initial {seen['init']:.3f} final {final:.3f}", flush=True)
 
 
 if __name__ == "__main__":

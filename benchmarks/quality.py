@@ -186,8 +186,11 @@ def load_dataset(path: Path) -> Dataset | None:
 
 
 # ------------------------------------------------------------------------------------ peers
-def _scanpy_pipeline(adata, seed: int, *, neighbors: bool = True):
-    """normalize_total, log1p, HVG 2000 (seurat, subset only above 2000 genes), scale(10), PCA 50, kNN 15."""
+def _scanpy_pipeline(adata, seed: int, *, neighbors: bool = True, scale: bool = True):
+    """normalize_total, log1p, HVG 2000 (seurat, subset only above 2000 genes), scale(10), PCA 50, kNN 15.
+
+    ``scale=False`` skips the scaling (used by ``probe_gene_scaling.py`` only).
+    """
     import scanpy as sc
 
     a = adata.copy()
@@ -196,7 +199,8 @@ def _scanpy_pipeline(adata, seed: int, *, neighbors: bool = True):
     if a.n_vars > N_TOP_GENES:
         sc.pp.highly_variable_genes(a, n_top_genes=N_TOP_GENES, flavor="seurat")
         a = a[:, a.var["highly_variable"].to_numpy()].copy()
-    sc.pp.scale(a, max_value=10)
+    if scale:
+        sc.pp.scale(a, max_value=10)
     sc.pp.pca(a, n_comps=min(N_PCS, a.n_vars - 1, a.n_obs - 1), random_state=seed)
     if neighbors:
         sc.pp.neighbors(a, n_neighbors=N_NEIGHBORS, random_state=seed)
