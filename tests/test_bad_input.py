@@ -147,8 +147,50 @@ def test_setup_anndata_too_few_cells_and_wrong_type(small):
 
 def test_setup_anndata_dense_graph_is_refused(small):
     small.obsp["dense"] = np.eye(small.n_obs, dtype=np.float32)
+    snap = snapshot(small)
     with pytest.raises(TypeError, match=r"is dense; a sparse graph is required"):
         SiameseCluModel.setup_anndata(small, graph_key="dense")
+    assert_unchanged(small, snap)  # scvi-tools' batch field, written before the graph check, is removed
+
+
+def test_setup_anndata_missing_batch_values(small):
+    small.obs["b"] = ["b1", None] * (small.n_obs // 2)
+    snap = snapshot(small)
+    with pytest.raises(ValueError, match=r"obs\['b'\] \(batch_key\) is missing for 20 cells"):
+        SiameseCluModel.setup_anndata(small, batch_key="b")
+    assert_unchanged(small, snap)
+
+
+def test_setup_anndata_failing_late_leaves_adata_as_it_was(small, monkeypatch):
+    """A failure after the graph is written (in scvi-tools' registration) takes the graph back out."""
+    from scvi.data import AnnDataManager
+
+    SiameseCluModel.setup_anndata(small, n_neighbors=5, n_pcs=10)
+    graph = small.obsp["siamese_connectivities"]
+    snap = snapshot(small)
+
+    def fail(self, adata, **kwargs):
+        adata.obs["_scvi_batch"] = 7
+        raise RuntimeError("registration failed")
+
+    monkeypatch.setattr(AnnDataManager, "register_fields", fail)
+    with pytest.raises(RuntimeError, match="registration failed"):
+        SiameseCluModel.setup_anndata(small, n_neighbors=3, n_pcs=10)
+    assert_unchanged(small, snap)
+    assert small.obsp["siamese_connectivities"] is graph  # the earlier graph is back
+    assert (small.obs["_scvi_batch"] == 0).all()
+
+
+def test_setup_anndata_refuses_a_view_and_its_own_output_key_as_input(small):
+    view = small[:30]
+    with pytest.raises(ValueError, match=r"adata is a view; call `adata = adata.copy\(\)`"):
+        SiameseCluModel.setup_anndata(view)
+    assert view.is_view
+    small.obsp["siamese_connectivities"] = small.obsp["connectivities"].copy()
+    snap = snapshot(small)
+    with pytest.raises(ValueError, match=r"Store it under another key first"):
+        SiameseCluModel.setup_anndata(small, graph_key="siamese_connectivities", spatial_key="spatial")
+    assert_unchanged(small, snap)
 
 
 def test_model_bad_n_clusters_and_likelihood(small):

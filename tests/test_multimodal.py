@@ -90,6 +90,16 @@ def test_setup_mudata_bad_input(cbmc, worm150):
     assert "siamese_connectivities" not in cbmc.obsp
 
 
+def test_mudata_views_are_refused(cbmc):
+    view = cbmc[:120]
+    assert view.is_view
+    with pytest.raises(ValueError, match=r"mdata is a view; call `mdata = mdata.copy\(\)`"):
+        SiameseCluModel.setup_mudata(view, modalities={"rna_layer": "rna", "protein_layer": "prot"})
+    with pytest.raises(ValueError, match=r"adata is a view; call `adata = adata.copy\(\)`"):
+        scsiam.tl.siamese_clu(view, n_clusters=3)
+    assert view.is_view and "siamese_connectivities" not in view.obsp
+
+
 def test_cross_modal_pairing_adds_to_the_fusion_loss(cbmc):
     SiameseCluModel.setup_mudata(cbmc, modalities={"rna_layer": "rna", "protein_layer": "prot"})
     values = {}

@@ -510,6 +510,31 @@ def test_getters_leave_a_view_a_view(worm_full, saved):
     assert train_view.is_view and z.shape == (40, 16)
 
 
+def test_failed_registration_of_new_cells_leaves_them_as_they_were(worm_full, tmp_path):
+    """New cells with a batch the model never saw: an error, and no graph or scvi-tools field left behind."""
+    train = small(worm_full, seed=3)
+    train.obs["b"] = pd.Categorical(["b1", "b2"] * (train.n_obs // 2))
+    SiameseCluModel.setup_anndata(train, batch_key="b")
+    model = SiameseCluModel(train, n_clusters=K)
+    model.train(max_epochs=2, progress_bar=False)
+    model.save(str(tmp_path / "m"), overwrite=True)
+    rest = np.setdiff1d(np.arange(worm_full.n_obs), np.flatnonzero(worm_full.obs_names.isin(train.obs_names)))
+    new = _fresh(worm_full, rest[:60], train.var_names)
+    new.obs["b"] = pd.Categorical(["b1", "b3"] * 30)
+    snap = snapshot(new)
+    for call in (model.predict, model.get_latent_representation):
+        with pytest.raises(ValueError, match="b3"):
+            call(new)
+        assert_unchanged(new, snap)
+    with pytest.raises(ValueError, match="b3"):
+        SiameseCluModel.load(str(tmp_path / "m"), adata=new)
+    assert_unchanged(new, snap)
+    view = train[:40]
+    with pytest.raises(ValueError, match="is a view"):
+        SiameseCluModel.load(str(tmp_path / "m"), adata=view)
+    assert view.is_view
+
+
 def _other_genes(worm_full, saved, kind):
     genes = np.asarray(saved.adata.var_names)
     if kind == "subset":

@@ -181,3 +181,18 @@ def test_train_dataloader_length():
     split, _, _ = make_splitter(batch_size=50)
     dl = split.train_dataloader()
     assert len(list(dl)) == split.n_batches() == 3
+
+
+def test_csr_graph_leaves_the_callers_matrix_alone():
+    rng = np.random.default_rng(0)
+    A = sp.random(30, 30, density=0.2, format="csr", dtype=np.float32, random_state=1)
+    for r in range(30):  # unsorted column indices within each row
+        lo, hi = A.indptr[r], A.indptr[r + 1]
+        order = rng.permutation(hi - lo)
+        A.indices[lo:hi], A.data[lo:hi] = A.indices[lo:hi][order], A.data[lo:hi][order]
+    A.has_sorted_indices = False
+    indices, data = A.indices.copy(), A.data.copy()
+    g = CSRGraph(A)
+    np.testing.assert_array_equal(A.indices, indices)
+    np.testing.assert_array_equal(A.data, data)
+    assert (np.diff(g.indices.numpy()[g.indptr[0] : g.indptr[1]]) > 0).all()

@@ -29,6 +29,50 @@ def check_finite(X, where: str = "adata.X") -> None:
         )
 
 
+def check_not_view(data, name: str = "adata") -> None:
+    """Refuse an AnnData/MuData view: writing into it would silently turn it into a copy."""
+    if getattr(data, "is_view", False):
+        raise ValueError(
+            f"{name} is a view; call `{name} = {name}.copy()` first so that what is written lands in an object "
+            "you hold."
+        )
+
+
+@contextlib.contextmanager
+def restored_on_error(data):
+    """Undo what a failing block wrote into ``data.obs`` / ``data.obsp`` / ``data.uns`` (AnnData or MuData).
+
+    Set-up and registration write a graph and scvi-tools' fields in several steps; when a later
+    step raises, the earlier writes are removed and replaced values are put back, so a failed
+    call leaves the object as it was.
+    """
+    if getattr(data, "is_view", True) or not all(hasattr(data, slot) for slot in ("obs", "obsp", "uns")):
+        yield  # None, not AnnData-like, or a view (refused before anything is written; never written to)
+        return
+    obs_before = {c: data.obs[c] for c in data.obs.columns}
+    obsp_before = dict(data.obsp.items())
+    uns_before = dict(data.uns)
+    try:
+        yield
+    except BaseException:
+        for c in [c for c in data.obs.columns if c not in obs_before]:
+            del data.obs[c]
+        for c, col in obs_before.items():
+            if c in data.obs and not data.obs[c].equals(col):
+                data.obs[c] = col
+        for k in [k for k in data.obsp.keys() if k not in obsp_before]:
+            del data.obsp[k]
+        for k, v in obsp_before.items():
+            if k not in data.obsp or data.obsp[k] is not v:
+                data.obsp[k] = v
+        for k in [k for k in data.uns.keys() if k not in uns_before]:
+            del data.uns[k]
+        for k, v in uns_before.items():
+            if k not in data.uns or data.uns[k] is not v:
+                data.uns[k] = v
+        raise
+
+
 def check_n_obs(n_obs: int) -> None:
     if n_obs < MIN_CELLS:
         raise ValueError(

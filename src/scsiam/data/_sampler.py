@@ -16,7 +16,7 @@ class CSRGraph:
     """A sparse graph held as torch CSR arrays (``indptr``, ``indices``, ``weights``)."""
 
     def __init__(self, A: sp.spmatrix):
-        A = sp.csr_matrix(A)
+        A = sp.csr_matrix(A, copy=True)  # sorted below: never reorder the caller's arrays
         A.sort_indices()
         self.n = A.shape[0]
         self.indptr = torch.from_numpy(A.indptr.astype(np.int64))

@@ -29,11 +29,13 @@ from .._validate import (
     check_finite,
     check_n_clusters,
     check_n_obs,
+    check_not_view,
     get_layer,
     in_memory,
     is_count_matrix,
     keep_torch_threads,
     quiet_internal_warnings,
+    restored_on_error,
     torch_threads_from_env,
 )
 from ..data._fields import MuDataObspField, ObspField
@@ -203,7 +205,11 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         graph (squidpy) alone, which leaves a given ``graph_key`` unused (with a warning);
         ``graph_mode="both"`` joins it with the expression or given graph, weighted by
         ``spatial_weight``; with ``batch_key`` no spatial edge joins two batches. The graph used
-        is stored in ``adata.obsp['siamese_connectivities']`` (the only key written).
+        is stored in ``adata.obsp['siamese_connectivities']``; next to scvi-tools' registration
+        fields (``obs['_scvi_*']``, ``uns['_scvi_*']``) it is the only key written, and a call that
+        fails writes nothing. Views are refused (call ``adata = adata.copy()`` first), and so is
+        ``graph_key='siamese_connectivities'`` with ``spatial_key``, which would replace that
+        graph with the one built from it.
 
         Parameters
         ----------
@@ -232,6 +238,24 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         """
         _reject_unknown("setup_anndata", kwargs)
         setup_method_args = cls._get_setup_method_args(**locals())
+        check_not_view(adata)
+        if graph_key == DEFAULT_GRAPH_KEY and spatial_key is not None:
+            raise ValueError(
+                f"graph_key={DEFAULT_GRAPH_KEY!r} is where setup_anndata stores the graph it builds with "
+                "spatial_key, so your graph would be replaced. Store it under another key first, e.g. "
+                f"`adata.obsp['my_graph'] = adata.obsp[{DEFAULT_GRAPH_KEY!r}]`, and pass graph_key='my_graph'."
+            )
+        with restored_on_error(adata):
+            cls._register_anndata(
+                adata, setup_method_args, layer, batch_key, graph_key, spatial_key, spatial_weight, graph_mode,
+                protein_obsm_key, protein_weight, n_neighbors, n_pcs, n_spatial_neighbors, **kwargs,
+            )  # fmt: skip
+
+    @classmethod
+    def _register_anndata(
+        cls, adata, setup_method_args, layer, batch_key, graph_key, spatial_key, spatial_weight, graph_mode,
+        protein_obsm_key, protein_weight, n_neighbors, n_pcs, n_spatial_neighbors, **kwargs,
+    ):  # fmt: skip
         validate_adata(
             adata,
             layer=layer,
@@ -327,6 +351,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             raise TypeError(
                 f"setup_mudata expects a MuData, got {type(mdata).__name__}; use setup_anndata for AnnData."
             )
+        check_not_view(mdata, "mdata")
         if modalities is None or "rna_layer" not in modalities:
             raise ValueError(
                 "setup_mudata needs modalities={'rna_layer': <RNA modality>, 'protein_layer': <protein modality>}, "
@@ -356,6 +381,17 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         batch_holder = mdata if modalities_.batch_key is None else mdata.mod[modalities_.batch_key]
         if batch_key is not None and batch_key not in batch_holder.obs:
             raise KeyError(f"batch_key {batch_key!r} is not a column of obs.")
+        with restored_on_error(mdata):
+            cls._register_mudata(
+                mdata, setup_method_args, modalities_, X, protein_values, rna_layer, protein_layer, batch_key,
+                graph_key, protein_weight, n_neighbors, n_pcs, **kwargs,
+            )  # fmt: skip
+
+    @classmethod
+    def _register_mudata(
+        cls, mdata, setup_method_args, modalities_, X, protein_values, rna_layer, protein_layer, batch_key,
+        graph_key, protein_weight, n_neighbors, n_pcs, **kwargs,
+    ):  # fmt: skip
         registered_key = graph_key
         if graph_key is None:
             mdata.obsp[DEFAULT_GRAPH_KEY] = cell_graph(
@@ -685,12 +721,14 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         if isinstance(adata, AnnData) and adata.is_view and copy_if_view:
             # scvi-tools would turn the caller's view into an AnnData in place; read a copy instead
             adata = adata.copy()
-        if adata is not None and adata is not self.adata:
+        if adata is None or adata is self.adata:
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        with restored_on_error(adata):
             if self.get_anndata_manager(adata) is None:
                 self._prepare_new_adata(adata)
             else:
                 self._check_genes(adata)
-        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
     def _prepare_new_adata(self, adata) -> None:
         """Check new cells against the training set-up and give them a cell graph (inductive use)."""
@@ -807,15 +845,16 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             if isinstance(adata, AnnData):
                 # before scvi sets the data up, which would store a cell graph in it first
                 _check_gene_names(saved["attr_dict"]["registry_"], adata)
-        model = super().load(
-            dir_path,
-            adata=adata,
-            accelerator=accelerator,
-            device=device,
-            prefix=prefix,
-            backup_url=backup_url,
-            **kwargs,
-        )
+        with restored_on_error(adata):
+            model = super().load(
+                dir_path,
+                adata=adata,
+                accelerator=accelerator,
+                device=device,
+                prefix=prefix,
+                backup_url=backup_url,
+                **kwargs,
+            )
         model.history_ = _history_from_plain(model.history_)
         return model
 
@@ -1057,6 +1096,10 @@ def validate_adata(
         )
     if batch_key is not None and batch_key not in adata.obs:
         raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs.")
+    if batch_key is not None and (missing := int(pd.isna(adata.obs[batch_key]).sum())):
+        raise ValueError(
+            f"obs[{batch_key!r}] (batch_key) is missing for {missing} cells; fill it in or drop those cells first."
+        )
     if protein_obsm_key is not None:
         if protein_obsm_key not in adata.obsm:
             raise KeyError(

@@ -12,11 +12,11 @@ import pandas as pd
 from anndata import AnnData
 from natsort import natsorted
 
-from .._constants import DEFAULT_GRAPH_KEY
 from .._validate import (
     check_finite,
     check_n_clusters,
     check_n_obs,
+    check_not_view,
     get_layer,
     is_count_matrix,
     keep_torch_threads,
@@ -160,7 +160,7 @@ def siamese_clu(
     SiameseCluModel.setup_anndata(
         work,
         batch_key="batch" if batch_key is not None else None,
-        graph_key=DEFAULT_GRAPH_KEY if graph is not None else None,
+        graph_key=INPUT_GRAPH_KEY if graph is not None else None,
         spatial_key="spatial" if coords is not None else None,
         graph_mode=graph_mode,
         spatial_weight=spatial_weight,
@@ -265,9 +265,8 @@ def write_atomically(target, *, obsm: dict, obs: dict, uns: dict) -> None:
 
 def _resolve_container(adata, rna_mod: str | None = None):
     """(object that receives the results, AnnData whose expression is clustered)."""
+    check_not_view(adata)
     if isinstance(adata, AnnData):
-        if adata.is_view:
-            raise ValueError("adata is a view; call `adata = adata.copy()` first so results can be written.")
         return adata, adata
     try:
         from mudata import MuData
@@ -383,6 +382,10 @@ def _spatial_coords(target, data, spatial_key):
     )
 
 
+# key of the given graph in the private working copy (setup_anndata writes the graph it builds elsewhere)
+INPUT_GRAPH_KEY = "siamese_input_graph"
+
+
 def _working_copy(data, target, X, batch_key, graph, coords, n_top_genes, random_state) -> AnnData:
     """A lean private AnnData: expression, optional batch/graph/coordinates, HVGs selected."""
     import scipy.sparse as sp
@@ -400,7 +403,7 @@ def _working_copy(data, target, X, batch_key, graph, coords, n_top_genes, random
     X = sp.csr_matrix(X, dtype=np.float32, copy=True) if sp.issparse(X) else np.array(X, dtype=np.float32)
     work = AnnData(X=X, obs=obs, var=pd.DataFrame(index=data.var_names.copy()))
     if graph is not None:
-        work.obsp[DEFAULT_GRAPH_KEY] = sp.csr_matrix(graph, dtype=np.float32)
+        work.obsp[INPUT_GRAPH_KEY] = sp.csr_matrix(graph, dtype=np.float32, copy=True)
     if coords is not None:
         work.obsm["spatial"] = coords
     if n_top_genes is not None and work.n_vars > n_top_genes:
