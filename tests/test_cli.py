@@ -156,3 +156,17 @@ def test_cluster_end_to_end(small_h5ad, tmp_path, capsys):
     # labels were only compared, never changed
     src = ad.read_h5ad(small_h5ad)
     assert (res.obs["cell_type"].astype(str) == src.obs["cell_type"].astype(str)).all()
+
+
+def test_spatial_run_prints_only_its_result(tmp_path, capsys):
+    """Library notes (seeding, squidpy's graph building, docstring warnings) stay out of the output."""
+    import scsiam
+
+    path = tmp_path / "star.h5ad"
+    scsiam.datasets.starmap_mpfc()[:150].copy().write_h5ad(path)
+    capsys.readouterr()
+    rc = cli.main(["cluster", str(path), "-o", str(tmp_path / "o.h5ad"), "--n-clusters", "3", "--spatial-key", "spatial"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert out.startswith("clustered 150 cells into k=3 clusters") and out.count("\n") == 1, out
+    assert err == "", err

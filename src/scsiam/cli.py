@@ -132,13 +132,25 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     args = build_parser().parse_args(argv)
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    # the library's progress notes (seeding, devices, squidpy's graph building) would mix with the
+    # result line on stdout; errors and the data warnings below still reach the user
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("lightning.fabric.utilities.seed", "lightning_fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if getattr(args, "spatial_key", None):
+        # squidpy's logger, which prints to stdout; set after its import, which sets it to INFO
+        from spatialdata._logging import logger as squidpy_logger
+
+        squidpy_logger.setLevel(logging.WARNING)
+    import scanpy as sc
+
+    verbosity, sc.settings.verbosity = sc.settings.verbosity, "warning"
     with warnings.catch_warnings():
         # warnings about the data (e.g. not raw counts, clusters that emptied out) reach the user,
         # one line each; deprecation notes of the libraries do not
         warnings.simplefilter("default", UserWarning)
-        for category in (DeprecationWarning, FutureWarning):
+        for category in (DeprecationWarning, FutureWarning, SyntaxWarning):
             warnings.filterwarnings("ignore", category=category)
         warnings.showwarning = _show_warning
         try:
@@ -147,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             message = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) adds quotes
             print(f"error: {message}", file=sys.stderr)
             return 2
+        finally:
+            sc.settings.verbosity = verbosity
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
