@@ -62,6 +62,8 @@ def _case(name, small):
             small, {"n_clusters": 3, "spatial_key": "spatial", "spatial_smoothing": 1.5}, TypeError,
             r"spatial_smoothing must be an integer",
         ),
+        "n-top-genes-0": (small, {"n_clusters": 3, "n_top_genes": 0}, ValueError, r"n_top_genes must be a positive"),
+        "n-top-genes-negative": (small, {"n_clusters": 3, "n_top_genes": -5}, ValueError, r"n_top_genes must be a positive"),
     }[name]
 
 
@@ -69,6 +71,7 @@ CASES = [
     "nan", "inf", "empty", "one-cell", "k>=n", "k>n", "k=1", "k-str", "k-float", "k-bool", "missing-layer",
     "missing-obsp", "missing-neighbors-key", "missing-spatial-key", "obsp-and-neighbors-key", "missing-batch-key",
     "empty-key-added", "smoothing-without-coordinates", "smoothing-negative", "smoothing-float",
+    "n-top-genes-0", "n-top-genes-negative",
 ]
 
 
@@ -203,3 +206,12 @@ def test_model_bad_n_clusters_and_likelihood(small):
     SiameseCluModel.setup_anndata(small, n_neighbors=5, n_pcs=10)
     with pytest.raises(ValueError, match=r"likelihood='nb' needs raw counts"):
         SiameseCluModel(small, n_clusters=3, likelihood="nb")
+
+
+@pytest.mark.parametrize("fn", ["spatial_graph", "combined_graph"])
+def test_pp_graphs_refuse_missing_coordinates(small, fn):
+    small.obsm["spatial"][[2, 5], 0] = np.nan
+    snap = snapshot(small)
+    with pytest.raises(ValueError, match=r"coordinates of 2 cell\(s\) are NaN or infinite"):
+        getattr(scsiam.pp, fn)(small, spatial_key="spatial")
+    assert_unchanged(small, snap)

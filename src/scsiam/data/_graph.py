@@ -190,6 +190,13 @@ def spatial_knn_graph(
     import pandas as pd
 
     coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] < 2:
+        raise ValueError(f"Spatial coordinates must be an (n_obs, 2+) array, got shape {coords.shape}.")
+    if not np.isfinite(coords).all():
+        bad = int((~np.isfinite(coords).all(1)).sum())
+        raise ValueError(
+            f"Spatial coordinates of {bad} cell(s) are NaN or infinite; drop those cells or fill in their positions."
+        )
     tmp = ad.AnnData(X=sp.csr_matrix((coords.shape[0], 1), dtype=np.float32))
     tmp.obsm["spatial"] = coords
     kw = {}

@@ -99,7 +99,8 @@ def siamese_clu(
     copy
         Work on and return a copy.
     random_state
-        Seed of torch, numpy, sampling and KMeans; sets ``scvi.settings.seed``. ``None`` leaves
+        Seed of torch, numpy, sampling and KMeans; sets ``scvi.settings.seed``, which also seeds
+        the global random generators of Python, numpy and torch (as scvi-tools does). ``None`` leaves
         ``scvi.settings.seed`` as it is, and training uses that seed (or 0 when it is unset).
     progress_bar
         Show training progress bars.
@@ -141,6 +142,10 @@ def siamese_clu(
     coords = _spatial_coords(target, data, spatial_key)
     if batch_key is not None and batch_key not in target.obs and batch_key not in data.obs:
         raise KeyError(f"batch_key {batch_key!r} is not a column of obs.")
+    if n_top_genes is not None and (
+        not isinstance(n_top_genes, int | np.integer) or isinstance(n_top_genes, bool) or n_top_genes < 1
+    ):
+        raise ValueError(f"n_top_genes must be a positive number of genes or None (all genes), got {n_top_genes!r}.")
     if not isinstance(key_added, str) or not key_added:
         raise TypeError(f"key_added must be a non-empty string, got {key_added!r}.")
     if not isinstance(spatial_smoothing, int | np.integer) or isinstance(spatial_smoothing, bool):
