@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -98,6 +99,23 @@ def test_mudata_views_are_refused(cbmc):
     with pytest.raises(ValueError, match=r"adata is a view; call `adata = adata.copy\(\)`"):
         scsiam.tl.siamese_clu(view, n_clusters=3)
     assert view.is_view and "siamese_connectivities" not in view.obsp
+
+
+def test_failed_setup_mudata_leaves_the_modalities_as_they_were(cbmc):
+    """scvi-tools writes a modality's batch field before the graph check fails: it is taken back out."""
+    cbmc.mod["rna"].obs["rb"] = pd.Categorical(["u", "v"] * (cbmc.n_obs // 2))
+    cbmc.obsp["dense"] = np.eye(cbmc.n_obs, dtype=np.float32)
+    cols = {name: list(mod.obs.columns) for name, mod in cbmc.mod.items()}
+    with pytest.raises(TypeError, match="dense"):
+        SiameseCluModel.setup_mudata(
+            cbmc, batch_key="rb", graph_key="dense",
+            modalities={"rna_layer": "rna", "protein_layer": "prot", "batch_key": "rna"},
+        )  # fmt: skip
+    assert {name: list(mod.obs.columns) for name, mod in cbmc.mod.items()} == cols
+    cbmc.mod["rna"].obs["rb"] = pd.Categorical(["u", None] * (cbmc.n_obs // 2))
+    with pytest.raises(ValueError, match=r"obs\['rb'\] \(batch_key\) is missing for 100 cells"):
+        SiameseCluModel.setup_mudata(cbmc, batch_key="rb", modalities={"rna_layer": "rna", "batch_key": "rna"})
+    assert "siamese_connectivities" not in cbmc.obsp
 
 
 def test_cross_modal_pairing_adds_to_the_fusion_loss(cbmc):

@@ -508,6 +508,11 @@ def test_getters_leave_a_view_a_view(worm_full, saved):
     train_view = saved.adata[:40]
     z = model.get_latent_representation(train_view)
     assert train_view.is_view and z.shape == (40, 16)
+    # the private copies are not kept registered: repeated calls do not pile up data
+    n_managers = len(model._per_instance_manager_store[model.id])
+    for _ in range(3):
+        model.predict(view)
+    assert len(model._per_instance_manager_store[model.id]) == n_managers
 
 
 def test_failed_registration_of_new_cells_leaves_them_as_they_were(worm_full, tmp_path):

@@ -49,6 +49,20 @@ def restored_on_error(data):
     if getattr(data, "is_view", True) or not all(hasattr(data, slot) for slot in ("obs", "obsp", "uns")):
         yield  # None, not AnnData-like, or a view (refused before anything is written; never written to)
         return
+    if getattr(data, "mod", None):  # MuData: its modalities are written to as well (e.g. a batch field)
+        with contextlib.ExitStack() as stack:
+            for mod in data.mod.values():
+                stack.enter_context(restored_on_error(mod))
+            stack.enter_context(_restored_slots_on_error(data))
+            yield
+        return
+    with _restored_slots_on_error(data):
+        yield
+
+
+@contextlib.contextmanager
+def _restored_slots_on_error(data):
+    """``restored_on_error`` for one AnnData-like object (obs columns, obsp and uns entries)."""
     obs_before = {c: data.obs[c] for c in data.obs.columns}
     obsp_before = dict(data.obsp.items())
     uns_before = dict(data.uns)
@@ -58,7 +72,7 @@ def restored_on_error(data):
         for c in [c for c in data.obs.columns if c not in obs_before]:
             del data.obs[c]
         for c, col in obs_before.items():
-            if c in data.obs and not data.obs[c].equals(col):
+            if c not in data.obs or not data.obs[c].equals(col):
                 data.obs[c] = col
         for k in [k for k in data.obsp.keys() if k not in obsp_before]:
             del data.obsp[k]

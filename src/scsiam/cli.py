@@ -134,15 +134,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # the library's progress notes (seeding, devices, squidpy's graph building) would mix with the
     # result line on stdout; errors and the data warnings below still reach the user
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for name in ("lightning.fabric.utilities.seed", "lightning_fabric.utilities.seed"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    loggers = [
+        logging.getLogger(name)
+        for name in (
+            "lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric",
+            "lightning.fabric.utilities.seed", "lightning_fabric.utilities.seed",
+        )
+    ]  # fmt: skip
     if getattr(args, "spatial_key", None):
-        # squidpy's logger, which prints to stdout; set after its import, which sets it to INFO
-        from spatialdata._logging import logger as squidpy_logger
+        try:  # squidpy's logger, which prints to stdout; its import sets it to INFO
+            from spatialdata._logging import logger as squidpy_logger
 
-        squidpy_logger.setLevel(logging.WARNING)
+            loggers.append(squidpy_logger)
+        except ImportError:  # without squidpy the run stops with an error that says how to install it
+            pass
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING if lg.name.startswith("spatialdata") else logging.ERROR)
     import scanpy as sc
 
     verbosity, sc.settings.verbosity = sc.settings.verbosity, "warning"
@@ -161,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         finally:
             sc.settings.verbosity = verbosity
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -381,6 +381,10 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         batch_holder = mdata if modalities_.batch_key is None else mdata.mod[modalities_.batch_key]
         if batch_key is not None and batch_key not in batch_holder.obs:
             raise KeyError(f"batch_key {batch_key!r} is not a column of obs.")
+        if batch_key is not None and (missing := int(pd.isna(batch_holder.obs[batch_key]).sum())):
+            raise ValueError(
+                f"obs[{batch_key!r}] (batch_key) is missing for {missing} cells; fill it in or drop those cells first."
+            )
         with restored_on_error(mdata):
             cls._register_mudata(
                 mdata, setup_method_args, modalities_, X, protein_values, rna_layer, protein_layer, batch_key,
@@ -521,8 +525,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         center_init
             Where the clustering phase starts. ``"embedding"``: KMeans(k) on the pretrained
             embedding. ``"pca"``: KMeans(k) on the first ``n_latent`` principal components of
-            the log-normalised expression (the encoder's input; the RNA only for multimodal
-            data), each centre then being the mean pretrained embedding of its cluster.
+            the expression the encoder reads (log-normalised counts, or the values as given
+            with the gaussian likelihood; the RNA only for multimodal data), each centre then
+            being the mean pretrained embedding of its cluster.
         accelerator, devices
             Lightning accelerator and devices; ``strategy="ddp"`` etc. pass through ``trainer_kwargs``.
         progress_bar
@@ -665,8 +670,21 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
     @quiet_internal_warnings()
     def _embed(self, adata=None, batch_size: int | None = None, soft: bool = False):
         self._check_if_trained(warn=False)
+        from_view = getattr(adata, "is_view", False)
         adata = self._validate_anndata(adata)
         manager = self.get_anndata_manager(adata, required=True)
+        try:
+            return self._embed_registered(manager, batch_size, soft)
+        finally:
+            if from_view and manager.adata_uuid != self.adata_manager.adata_uuid:
+                # the private copy of a view is not kept registered (nor its graphs cached)
+                # (scvi's deregister_manager looks in the class store only, where a transferred
+                # set-up is not kept, so both stores are cleared here)
+                self._graph_cache.pop(manager.id, None)
+                self._per_instance_manager_store.get(self.id, {}).pop(manager.adata_uuid, None)
+                self._setup_adata_manager_store.pop(manager.adata_uuid, None)
+
+    def _embed_registered(self, manager, batch_size: int | None, soft: bool):
         splitter = self._splitter(manager, batch_size=batch_size or 1024)
         self.module.eval()
         dev = self.device
@@ -718,7 +736,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
 
     # ------------------------------------------------------------------------------ new data
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
-        if isinstance(adata, AnnData) and adata.is_view and copy_if_view:
+        if getattr(adata, "is_view", False) and copy_if_view:
             # scvi-tools would turn the caller's view into an AnnData in place; read a copy instead
             adata = adata.copy()
         if adata is None or adata is self.adata:
