@@ -158,6 +158,28 @@ def test_return_model_and_hvg_selection():
     assert set(adata.obs.columns) == {"siamese_clusters"}
 
 
+def test_model_fitted_on_a_given_graph_says_what_new_cells_need():
+    adata = make_poisson(120, 200, seed=5, n_groups=3)
+    _scanpy_neighbors(adata)
+    model = scsiam.tl.siamese_clu(adata, n_clusters=3, obsp="connectivities", return_model=True, **TL_KW)
+    new = make_poisson(60, 200, seed=6, n_groups=3)
+    new.var_names = adata.var_names
+    with pytest.raises(KeyError, match=r"fitted by tl.siamese_clu on a graph you gave"):
+        model.predict(new)
+    assert "siamese_connectivities" not in new.obsp
+
+
+def _scanpy_neighbors(adata):
+    import scanpy as sc
+
+    tmp = adata.copy()
+    sc.pp.normalize_total(tmp)
+    sc.pp.log1p(tmp)
+    sc.pp.pca(tmp, n_comps=10)
+    sc.pp.neighbors(tmp, n_neighbors=10)
+    adata.obsp["connectivities"] = tmp.obsp["connectivities"]
+
+
 def test_all_genes_when_n_top_genes_is_none():
     adata = make_poisson(80, 150, seed=4)
     scsiam.tl.siamese_clu(adata, n_clusters=3, n_top_genes=None, **TL_KW)

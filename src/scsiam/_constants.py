@@ -15,5 +15,8 @@ SIAM_REGISTRY_KEYS = _SiamRegistryKeys()
 #: obsp key under which a graph built by scsiam itself is registered
 DEFAULT_GRAPH_KEY = "siamese_connectivities"
 
+#: obsp key of a user's graph in the private working copy of ``tl.siamese_clu``
+INPUT_GRAPH_KEY = "siamese_input_graph"
+
 #: minimum number of cells that the model accepts
 MIN_CELLS = 10

@@ -24,7 +24,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.train import TrainRunner
 from scvi.utils import setup_anndata_dsp
 
-from .._constants import DEFAULT_GRAPH_KEY, SIAM_REGISTRY_KEYS
+from .._constants import DEFAULT_GRAPH_KEY, INPUT_GRAPH_KEY, SIAM_REGISTRY_KEYS
 from .._validate import (
     check_finite,
     check_n_clusters,
@@ -765,6 +765,12 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         check_finite(get_layer(adata, args.get("layer")), "the new data's expression matrix")
         graph_key = registry["field_registries"][SIAM_REGISTRY_KEYS.GRAPH_KEY]["data_registry"]["attr_key"]
         if graph_key not in adata.obsp:
+            if graph_key == INPUT_GRAPH_KEY:
+                raise KeyError(
+                    "The model was fitted by tl.siamese_clu on a graph you gave (obsp= or neighbors_key=), which "
+                    "the new data lack. Compute the same kind of graph on the new data and store it as "
+                    f"adata.obsp[{INPUT_GRAPH_KEY!r}]."
+                )
             if graph_key != DEFAULT_GRAPH_KEY:
                 raise KeyError(
                     f"The model was set up with the graph adata.obsp[{graph_key!r}], which the new data lack. "

@@ -12,6 +12,7 @@ import pandas as pd
 from anndata import AnnData
 from natsort import natsorted
 
+from .._constants import INPUT_GRAPH_KEY
 from .._validate import (
     check_finite,
     check_n_clusters,
@@ -385,10 +386,6 @@ def _spatial_coords(target, data, spatial_key):
         f"spatial_key={spatial_key!r} is not in obsm (keys: {list(target.obsm.keys())}). "
         "Pass the obsm key holding the coordinates (usually 'spatial')."
     )
-
-
-# key of the given graph in the private working copy (setup_anndata writes the graph it builds elsewhere)
-INPUT_GRAPH_KEY = "siamese_input_graph"
 
 
 def _working_copy(data, target, X, batch_key, graph, coords, n_top_genes, random_state) -> AnnData:
