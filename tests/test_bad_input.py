@@ -215,3 +215,15 @@ def test_pp_graphs_refuse_missing_coordinates(small, fn):
     with pytest.raises(ValueError, match=r"coordinates of 2 cell\(s\) are NaN or infinite"):
         getattr(scsiam.pp, fn)(small, spatial_key="spatial")
     assert_unchanged(small, snap)
+
+
+def test_pp_graphs_check_and_record_neighbour_counts(small):
+    snap = snapshot(small)
+    with pytest.raises(ValueError, match=r"n_neighs must be an integer of at least 1, got 0"):
+        scsiam.pp.spatial_graph(small, n_neighs=0)
+    with pytest.raises(ValueError, match=r"n_neighbors must be an integer of at least 2, got 1"):
+        scsiam.pp.combined_graph(small, n_neighbors=1)
+    assert_unchanged(small, snap)
+    scsiam.pp.spatial_graph(small, n_neighs=500)
+    assert small.uns["spatial_neighbors"]["params"]["n_neighbors"] == small.n_obs - 1
+    assert (small.obsp["spatial_connectivities"].getnnz(1) >= small.n_obs - 1).all()

@@ -42,13 +42,14 @@ def spatial_graph(
         raise KeyError(f"spatial_key={spatial_key!r} is not in adata.obsm (keys: {list(adata.obsm.keys())}).")
     if library_key is not None and library_key not in adata.obs:
         raise KeyError(f"library_key={library_key!r} is not a column of adata.obs.")
+    n_neighs = _neighbour_count("n_neighs", n_neighs, 1, adata.n_obs)
     groups = None if library_key is None else adata.obs[library_key].to_numpy()
     A = spatial_knn_graph(adata.obsm[spatial_key], n_neighs=n_neighs, groups=groups)
     adata = adata.copy() if copy else adata
     adata.obsp[f"{key_added}_connectivities"] = A
     adata.uns[f"{key_added}_neighbors"] = {
         "connectivities_key": f"{key_added}_connectivities",
-        "params": {"n_neighbors": int(n_neighs), "coord_type": "generic"},
+        "params": {"n_neighbors": n_neighs, "coord_type": "generic"},
     }
     return adata if copy else None
 
@@ -101,6 +102,8 @@ def combined_graph(
         raise KeyError(f"library_key={library_key!r} is not a column of adata.obs.")
     if not 0.0 <= spatial_weight <= 1.0:
         raise ValueError(f"spatial_weight must lie in [0, 1], got {spatial_weight}.")
+    n_neighbors = _neighbour_count("n_neighbors", n_neighbors, 2, adata.n_obs)
+    n_neighs = _neighbour_count("n_neighs", n_neighs, 1, adata.n_obs)
     X = get_layer(adata, layer)
     expr = expression_knn_graph(X, is_counts=is_count_matrix(X), n_neighbors=n_neighbors)
     groups = None if library_key is None else np.asarray(adata.obs[library_key])
@@ -110,6 +113,13 @@ def combined_graph(
     adata.obsp[f"{key_added}_connectivities"] = A
     adata.uns[f"{key_added}_neighbors"] = {
         "connectivities_key": f"{key_added}_connectivities",
-        "params": {"spatial_weight": float(spatial_weight), "n_neighbors": int(n_neighbors), "n_neighs": int(n_neighs)},
+        "params": {"spatial_weight": float(spatial_weight), "n_neighbors": n_neighbors, "n_neighs": n_neighs},
     }
     return adata if copy else None
+
+
+def _neighbour_count(name: str, value, minimum: int, n_obs: int) -> int:
+    """``value`` checked (an integer of at least ``minimum``) and capped at ``n_obs - 1``, as the graph builders do."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}.")
+    return int(min(value, max(n_obs - 1, minimum)))
