@@ -29,6 +29,17 @@ def check_finite(X, where: str = "adata.X") -> None:
         )
 
 
+def check_batch_complete(values, batch_key: str) -> None:
+    """Refuse missing batch labels: as a string, a missing value would become a batch of its own."""
+    import pandas as pd
+
+    missing = int(pd.isna(np.asarray(values, dtype=object)).sum())
+    if missing:
+        raise ValueError(
+            f"obs[{batch_key!r}] (batch_key) is missing for {missing} cells; fill it in or drop those cells first."
+        )
+
+
 def check_not_view(data, name: str = "adata") -> None:
     """Refuse an AnnData/MuData view: writing into it would silently turn it into a copy."""
     if getattr(data, "is_view", False):

@@ -26,6 +26,7 @@ from scvi.utils import setup_anndata_dsp
 
 from .._constants import DEFAULT_GRAPH_KEY, INPUT_GRAPH_KEY, SIAM_REGISTRY_KEYS
 from .._validate import (
+    check_batch_complete,
     check_finite,
     check_n_clusters,
     check_n_obs,
@@ -381,10 +382,8 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         batch_holder = mdata if modalities_.batch_key is None else mdata.mod[modalities_.batch_key]
         if batch_key is not None and batch_key not in batch_holder.obs:
             raise KeyError(f"batch_key {batch_key!r} is not a column of obs.")
-        if batch_key is not None and (missing := int(pd.isna(batch_holder.obs[batch_key]).sum())):
-            raise ValueError(
-                f"obs[{batch_key!r}] (batch_key) is missing for {missing} cells; fill it in or drop those cells first."
-            )
+        if batch_key is not None:
+            check_batch_complete(batch_holder.obs[batch_key], batch_key)
         with restored_on_error(mdata):
             cls._register_mudata(
                 mdata, setup_method_args, modalities_, X, protein_values, rna_layer, protein_layer, batch_key,
@@ -1120,10 +1119,8 @@ def validate_adata(
         )
     if batch_key is not None and batch_key not in adata.obs:
         raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs.")
-    if batch_key is not None and (missing := int(pd.isna(adata.obs[batch_key]).sum())):
-        raise ValueError(
-            f"obs[{batch_key!r}] (batch_key) is missing for {missing} cells; fill it in or drop those cells first."
-        )
+    if batch_key is not None:
+        check_batch_complete(adata.obs[batch_key], batch_key)
     if protein_obsm_key is not None:
         if protein_obsm_key not in adata.obsm:
             raise KeyError(

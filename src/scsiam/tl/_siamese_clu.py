@@ -14,6 +14,7 @@ from natsort import natsorted
 
 from .._constants import INPUT_GRAPH_KEY
 from .._validate import (
+    check_batch_complete,
     check_finite,
     check_n_clusters,
     check_n_obs,
@@ -395,17 +396,12 @@ def _working_copy(data, target, X, batch_key, graph, coords, n_top_genes, random
     obs = pd.DataFrame(index=data.obs_names.copy())
     if batch_key is not None:
         col = data.obs[batch_key] if batch_key in data.obs else target.obs[batch_key]
-        missing = pd.isna(np.asarray(col, dtype=object))
-        if missing.any():  # as a string, a missing value would become a batch of its own
-            raise ValueError(
-                f"obs[{batch_key!r}] (batch_key) is missing for {int(missing.sum())} cells; fill it in or "
-                "drop those cells first."
-            )
+        check_batch_complete(col, batch_key)
         obs["batch"] = pd.Categorical(np.asarray(col).astype(str))
     X = sp.csr_matrix(X, dtype=np.float32, copy=True) if sp.issparse(X) else np.array(X, dtype=np.float32)
     work = AnnData(X=X, obs=obs, var=pd.DataFrame(index=data.var_names.copy()))
     if graph is not None:
-        work.obsp[INPUT_GRAPH_KEY] = sp.csr_matrix(graph, dtype=np.float32, copy=True)
+        work.obsp[INPUT_GRAPH_KEY] = sp.csr_matrix(graph, dtype=np.float32)
     if coords is not None:
         work.obsm["spatial"] = coords
     if n_top_genes is not None and work.n_vars > n_top_genes:
