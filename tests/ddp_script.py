@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 def main(out: str, center_update: str = "gradient") -> None:
     from scsiam import SiameseCluModel
-    from scsiam.train import GraphDataSplitter
+    from scsiam.dataloaders import GraphDataSplitter
 
     seen = []
     original = GraphDataSplitter._iterate

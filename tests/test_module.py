@@ -8,10 +8,10 @@ from conftest import subsample
 
 import scsiam
 from scsiam.data._graph import ppr_graph, symmetrize
-from scsiam.data._sampler import CSRGraph
+from scsiam.dataloaders import CSRGraph
 from scsiam.module import SiameseModule
 from scsiam.module._components import Fusion, GraphEncoder, SparseLinear, augment_values, drop_edges
-from scsiam.train._splitter import CellSource, GraphDataSplitter
+from scsiam.dataloaders import CellSource, GraphDataSplitter
 
 
 # ------------------------------------------------------------------------------- augmentations

@@ -17,9 +17,9 @@ from hypothesis.extra.numpy import arrays
 
 from scsiam._validate import check_n_clusters
 from scsiam.data._graph import gcn_normalize, ppr_graph, symmetrize
-from scsiam.data._sampler import CSRGraph
+from scsiam.dataloaders import CSRGraph
 from scsiam.module._losses import jsd, sinkhorn_target
-from scsiam.train._splitter import CellSource, GraphDataSplitter
+from scsiam.dataloaders import CellSource, GraphDataSplitter
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

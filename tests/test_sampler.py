@@ -6,8 +6,8 @@ import scipy.sparse as sp
 import torch
 
 from scsiam.data._graph import ppr_graph, symmetrize
-from scsiam.data._sampler import CSRGraph, sample_subgraph
-from scsiam.train._splitter import CellSource, GraphDataSplitter, make_batch
+from scsiam.dataloaders import CSRGraph, sample_subgraph
+from scsiam.dataloaders import CellSource, GraphDataSplitter, make_batch
 
 
 def random_graph(n=120, density=0.15, seed=0) -> sp.csr_matrix:

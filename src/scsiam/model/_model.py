@@ -41,9 +41,10 @@ from .._validate import (
 )
 from ..data._fields import MuDataObspField, ObspField
 from ..data._graph import cell_graph, expression_pcs, ppr_graph
-from ..data._sampler import CSRGraph
+from ..dataloaders import CSRGraph
 from ..module import SiameseModule
-from ..train import CellSource, GraphDataSplitter, SiameseTrainingPlan
+from ..dataloaders import CellSource, GraphDataSplitter
+from ..train import SiameseTrainingPlan
 from ..train._plan import clustering_options
 from ._autok import estimate_n_clusters
 
@@ -604,7 +605,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         self.module.train()  # inference switched to eval mode; phase 2 trains with dropout again
         # phase 2: clustering, from a state that does not depend on how phase 1 ran (or resumed)
         torch.manual_seed(seed + 1)
-        splitter._epoch = n_pre
+        splitter.set_epoch(n_pre)
         plan = SiameseTrainingPlan(
             self.module,
             phase="cluster",

@@ -1,6 +1,5 @@
-"""Training plan and the subgraph data module."""
+"""Training plan of the two phases."""
 
 from ._plan import SiameseTrainingPlan
-from ._splitter import CellSource, GraphDataSplitter
 
-__all__ = ["CellSource", "GraphDataSplitter", "SiameseTrainingPlan"]
+__all__ = ["SiameseTrainingPlan"]

@@ -155,7 +155,7 @@ class SiameseTrainingPlan(TrainingPlan):
         m = self.module
         checkpoint["scsiam"] = {
             "torch_rng": torch.get_rng_state(),
-            "sampler_epoch": getattr(self.trainer.datamodule, "_epoch", None),
+            "sampler_epoch": getattr(self.trainer.datamodule, "epoch", None),
             "bank": m.bank.detach().cpu().clone(),
             "bank_fill": int(m.bank_fill),
             "bank_ptr": int(m.bank_ptr),
@@ -175,7 +175,7 @@ class SiameseTrainingPlan(TrainingPlan):
         torch.set_rng_state(state["torch_rng"])
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and state["sampler_epoch"] is not None:
-            dm._epoch = int(state["sampler_epoch"])
+            dm.set_epoch(state["sampler_epoch"])
         m.bank.copy_(state["bank"].to(m.bank.device))
         m.bank_fill.fill_(state["bank_fill"])
         m.bank_ptr.fill_(state["bank_ptr"])
