@@ -1,4 +1,4 @@
-"""Graph construction in ``scsiam.data._graph`` and ``scsiam.pp``: PPR, symmetrisation, kNN graphs."""
+"""Graph construction in ``scsiam.data`` and ``scsiam.pp``: PPR, symmetrisation, kNN graphs."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 import scsiam
-from scsiam.data import _graph as G
+from scsiam import data as G
 
 PATH4 = np.array([[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 0]], dtype=np.float64)
 TRIANGLE = np.ones((3, 3)) - np.eye(3)
@@ -201,7 +201,7 @@ def test_graph_building_keeps_torch_thread_count(worm_full):
 def test_training_honours_omp_num_threads(monkeypatch):
     import torch
 
-    from scsiam._validate import torch_threads_from_env
+    from scsiam._utils import torch_threads_from_env
 
     before = torch.get_num_threads()
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -157,7 +157,7 @@ def test_center_init_starts_from_the_chosen_partition(adata150, monkeypatch, cen
     """``"pca"``: the centres are the mean pretrained embeddings of KMeans clusters of the expression's PCs."""
     from sklearn.cluster import KMeans
 
-    from scsiam.data._graph import expression_pcs
+    from scsiam.data import expression_pcs
     from scsiam.module import SiameseModule
 
     seen = {}
@@ -184,7 +184,7 @@ def test_center_init_starts_from_the_chosen_partition(adata150, monkeypatch, cen
 
 
 def test_partition_centers_fills_empty_groups():
-    from scsiam.model._model import partition_centers
+    from scsiam.model._init import partition_centers
 
     z = np.arange(12, dtype=np.float32).reshape(6, 2)
     centers = partition_centers(z, np.array([0, 0, 0, 2, 2, 2]), 3, seed=0)
@@ -261,7 +261,7 @@ def test_auto_k(worm_full, tmp_path):
 
 
 def test_auto_k_counts_only_communities_above_min_fraction():
-    from scsiam.model._autok import estimate_n_clusters
+    from scsiam.model._init import estimate_n_clusters
 
     rng = np.random.default_rng(0)
     # three populations of 300 cells and one of 6 (0.7 %), far apart in an 8-d embedding
@@ -349,7 +349,7 @@ def test_training_and_getters_hide_only_internal_warnings(adata150):
     import re
     import warnings
 
-    from scsiam._validate import INTERNAL_WARNINGS, quiet_internal_warnings
+    from scsiam._utils import INTERNAL_WARNINGS, quiet_internal_warnings
 
     model = SiameseCluModel(adata150, n_clusters=3, n_hidden=64, n_graph_hidden=32)
     with warnings.catch_warnings(record=True) as caught:

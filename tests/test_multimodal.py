@@ -11,7 +11,7 @@ from conftest import TL_KW, TRAIN_KW, snapshot
 
 import scsiam
 from scsiam import SiameseCluModel
-from scsiam.data._graph import cell_graph, spatial_knn_graph
+from scsiam.data import cell_graph, spatial_knn_graph
 
 
 @pytest.fixture(scope="module")

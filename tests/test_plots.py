@@ -14,7 +14,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 import scsiam
-from scsiam.pl._plots import _confidence
+from scsiam.pl._confidence import _confidence
 
 N_OBS, K = 60, 4
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from scsiam._validate import check_n_clusters
-from scsiam.data._graph import gcn_normalize, ppr_graph, symmetrize
+from scsiam._utils import check_n_clusters
+from scsiam.data import gcn_normalize, ppr_graph, symmetrize
 from scsiam.dataloaders import CSRGraph
 from scsiam.module._losses import jsd, sinkhorn_target
 from scsiam.dataloaders import CellSource, GraphDataSplitter

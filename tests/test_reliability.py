@@ -86,9 +86,9 @@ def interrupt(*_a, **_k):
 @pytest.mark.parametrize(
     "target",
     [
-        "scsiam.model._model.build_graph",
-        "scsiam.data._graph.expression_knn_graph",
-        "scsiam.model._model.kmeans_centers",
+        "scsiam.data._setup.build_graph",
+        "scsiam.data._knn.expression_knn_graph",
+        "scsiam.model._init.kmeans_centers",
     ],
     ids=["graph", "knn", "kmeans"],
 )

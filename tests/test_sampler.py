@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from scsiam.data._graph import ppr_graph, symmetrize
+from scsiam.data import ppr_graph, symmetrize
 from scsiam.dataloaders import CSRGraph, sample_subgraph
 from scsiam.dataloaders import CellSource, GraphDataSplitter, make_batch
 

@@ -164,7 +164,7 @@ def test_model_fitted_on_a_given_graph_says_what_new_cells_need():
     model = scsiam.tl.siamese_clu(adata, n_clusters=3, obsp="connectivities", return_model=True, **TL_KW)
     new = make_poisson(60, 200, seed=6, n_groups=3)
     new.var_names = adata.var_names
-    with pytest.raises(KeyError, match=r"fitted by tl.siamese_clu on a graph you gave"):
+    with pytest.raises(KeyError, match=r"set up with the graph adata.obsp\['connectivities'\]"):
         model.predict(new)
     assert "siamese_connectivities" not in new.obsp
 

@@ -38,6 +38,7 @@ def _cluster(args) -> int:
         spatial_smoothing=args.spatial_smoothing,
         random_state=args.seed,
         progress_bar=_progress(),
+        train_kwargs=_train_kwargs(args),
     )
     secs = time.perf_counter() - t0
     adata.write_h5ad(args.output)
@@ -65,7 +66,9 @@ def _demo(args) -> int:
     k = len(np.unique(truth))
     print(f"scsiam demo: C. elegans neurons (Cao et al. 2017), {fit.n_obs} cells x {fit.n_vars} genes, k={k}")
     t0 = time.perf_counter()
-    scsiam.tl.siamese_clu(fit, n_clusters=k, random_state=args.seed, progress_bar=_progress())
+    scsiam.tl.siamese_clu(
+        fit, n_clusters=k, random_state=args.seed, progress_bar=_progress(), train_kwargs=_train_kwargs(args)
+    )
     secs = time.perf_counter() - t0
     m = scsiam.metrics.evaluate(truth, fit.obs["siamese_clusters"])
     base = scsiam.metrics.evaluate(truth, scsiam.metrics.pca_kmeans(adata, k, args.seed))
@@ -75,7 +78,23 @@ def _demo(args) -> int:
 
 
 def _progress() -> bool:
-    return sys.stderr.isatty() and os.environ.get("CI", "").lower() not in ("1", "true", "yes")
+    from scsiam._utils import in_ci
+
+    return sys.stderr.isatty() and not in_ci()
+
+
+def _train_kwargs(args) -> dict:
+    return {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+
+
+def _max_epochs(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--max-epochs must be an integer, got {value!r}") from e
+    if n < 2:
+        raise argparse.ArgumentTypeError("--max-epochs must be at least 2 (one per training phase)")
+    return n
 
 
 def _n_clusters(value: str) -> int:
@@ -86,6 +105,9 @@ def _n_clusters(value: str) -> int:
     if k < 2:
         raise argparse.ArgumentTypeError("--n-clusters must be at least 2")
     return k
+
+
+EPOCHS_HELP = "training epochs over both phases (default: chosen from the number of cells)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,10 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --spatial-key: average soft assignments over spatial neighbours this many times (default 0)",
     )  # fmt: skip
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--max-epochs", type=_max_epochs, default=None, help=EPOCHS_HELP)
     c.add_argument("--labels-key", default=None, help="obs column of reference labels, used only to print ARI/NMI/ACC after fitting")
     c.set_defaults(func=_cluster)
     d = sub.add_parser("demo", help="cluster the shipped worm-neuron dataset and print ARI/NMI against PCA+KMeans")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--max-epochs", type=_max_epochs, default=None, help=EPOCHS_HELP)
     d.set_defaults(func=_demo)
     return p
 

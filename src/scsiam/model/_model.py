@@ -1,81 +1,47 @@
-"""SiameseCluModel: scSiameseClu as an scvi-tools model."""
+"""SiameseCluModel: scSiameseClu as an scvi-tools model (the public API)."""
 
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
-from scvi.data.fields import (
-    CategoricalObsField,
-    LayerField,
-    MuDataCategoricalObsField,
-    MuDataLayerField,
-    ObsmField,
-)
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
-from scvi.train import TrainRunner
 from scvi.utils import setup_anndata_dsp
 
-from .._constants import DEFAULT_GRAPH_KEY, INPUT_GRAPH_KEY, SIAM_REGISTRY_KEYS
-from .._validate import (
-    check_batch_complete,
-    check_finite,
+from .._constants import DEFAULT_GRAPH_KEY
+from .._utils import (
+    check_gene_names,
     check_n_clusters,
     check_n_obs,
     check_not_view,
-    get_layer,
     in_memory,
     is_count_matrix,
-    keep_torch_threads,
-    quiet_internal_warnings,
+    package_version,
+    reject_unknown,
     restored_on_error,
-    torch_threads_from_env,
 )
-from ..data._fields import MuDataObspField, ObspField
-from ..data._graph import cell_graph, expression_pcs, ppr_graph
-from ..dataloaders import CSRGraph
+from ..data import _setup as setup
+from ..dataloaders import GraphDataSplitter
 from ..module import SiameseModule
-from ..dataloaders import CellSource, GraphDataSplitter
 from ..train import SiameseTrainingPlan
+from ..train._checkpoints import PhaseCheckpoints
 from ..train._plan import clustering_options
-from ._autok import estimate_n_clusters
+from ..train._runner import PhaseTrainRunner, run_phase, trainer_defaults
+from ..train._schedule import resolve_schedule
+from . import _save_load as saving
+from ._data import RegisteredDataMixin, training_genes
+from ._init import CENTER_INITS, expression_kmeans, initial_centers
 
 logger = logging.getLogger(__name__)
 
 
-class _PhaseTrainRunner(TrainRunner):
-    """scvi's runner, with a history that keeps the metrics of every training phase.
-
-    When a trained model trains again, scvi appends the new epochs only to the keys the
-    history already holds, each at its own length. The clustering phase logs metrics that
-    pretraining does not (``assignment_change``, ``clusters_reseeded``), so they were lost.
-    Here every key of the new run is kept, and its epochs are numbered after the last epoch
-    already recorded, so that all keys share one epoch axis.
-    """
-
-    def _update_history(self):
-        old = self.model.history_
-        if not (self.trainer.is_global_zero and self.model.is_trained_ and isinstance(old, dict) and old):
-            return super()._update_history()
-        new = getattr(self.trainer.logger, "history", None) or {}
-        offset = 1 + max((int(max(v.index)) for v in old.values() if len(v)), default=-1)
-        merged = dict(old)
-        for key, frame in new.items():
-            frame = frame.copy()
-            frame.index = pd.Index(np.asarray(frame.index, dtype=np.int64) + offset, name="epoch")
-            merged[key] = pd.concat([old[key], frame]) if key in old else frame
-        self.model.history_ = merged
-
-
-class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
+class SiameseCluModel(RegisteredDataMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Siamese graph clustering of single cells (scSiameseClu, Xu et al., IJCAI 2025).
 
     Two stochastic views of each cell (augmented expression; perturbed and PPR-diffused
@@ -116,7 +82,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
     _module_cls = SiameseModule
     _training_plan_cls = SiameseTrainingPlan
     _data_splitter_cls = GraphDataSplitter
-    _train_runner_cls = _PhaseTrainRunner
+    _train_runner_cls = PhaseTrainRunner
 
     def __init__(
         self,
@@ -133,21 +99,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         check_n_obs(n_obs)
         k = check_n_clusters(n_clusters, n_obs)
         X = in_memory(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
-        counts = is_count_matrix(X)
-        if likelihood == "auto":
-            likelihood = "nb" if counts else "gaussian"
-        elif likelihood in ("nb", "zinb") and not counts:
-            raise ValueError(
-                f"likelihood={likelihood!r} needs raw counts, but the registered matrix holds non-integer or negative "
-                "values. Register the counts layer (setup_anndata(layer=...)) or use likelihood='gaussian'."
-            )
-        if likelihood == "gaussian" and not counts:
-            warnings.warn(
-                "The registered matrix is not raw counts (non-integer or negative values); using the gaussian "
-                "likelihood on the values as given. Register raw counts for the count likelihood.",
-                UserWarning,
-                stacklevel=settings.warnings_stacklevel,
-            )
+        likelihood = _resolve_likelihood(likelihood, is_count_matrix(X))
         reserved = sorted(set(module_kwargs) & {"n_input", "n_batch", "n_protein", "target_sum"})
         if reserved:
             raise TypeError(
@@ -172,7 +124,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         self._ppr_params = {"alpha": ppr_alpha, "top_k": ppr_top_k}
         self.n_clusters_ = k
         self.auto_k_ = None
-        self.scsiam_version_ = _package_version()
+        self.scsiam_version_ = package_version()
         self._model_summary_string = (
             f"SiameseCluModel: n_latent={n_latent}, likelihood={likelihood}, "
             f"n_clusters={'auto' if k is None else k}, graph edges={self.summary_stats.n_edges}"
@@ -180,6 +132,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         )
         self.init_params_ = self._get_init_params(locals())
 
+    # ------------------------------------------------------------------------------ set-up
     # ------------------------------------------------------------------------------ set-up
     @classmethod
     @setup_anndata_dsp.dedent
@@ -238,7 +191,7 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         n_spatial_neighbors
             Neighbours of the spatial graph.
         """
-        _reject_unknown("setup_anndata", kwargs)
+        reject_unknown("setup_anndata", kwargs)
         setup_method_args = cls._get_setup_method_args(**locals())
         check_not_view(adata)
         if graph_key == DEFAULT_GRAPH_KEY and spatial_key is not None:
@@ -247,52 +200,19 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
                 "spatial_key, so your graph would be replaced. Store it under another key first, e.g. "
                 f"`adata.obsp['my_graph'] = adata.obsp[{DEFAULT_GRAPH_KEY!r}]`, and pass graph_key='my_graph'."
             )
-        with restored_on_error(adata):
-            cls._register_anndata(
-                adata, setup_method_args, layer, batch_key, graph_key, spatial_key, spatial_weight, graph_mode,
-                protein_obsm_key, protein_weight, n_neighbors, n_pcs, n_spatial_neighbors, **kwargs,
-            )  # fmt: skip
-
-    @classmethod
-    def _register_anndata(
-        cls, adata, setup_method_args, layer, batch_key, graph_key, spatial_key, spatial_weight, graph_mode,
-        protein_obsm_key, protein_weight, n_neighbors, n_pcs, n_spatial_neighbors, **kwargs,
-    ):  # fmt: skip
-        validate_adata(
-            adata,
-            layer=layer,
-            graph_key=graph_key,
-            spatial_key=spatial_key,
-            batch_key=batch_key,
+        setup.validate_adata(
+            adata, layer=layer, graph_key=graph_key, spatial_key=spatial_key, batch_key=batch_key,
             protein_obsm_key=protein_obsm_key,
-        )
-        registered_key = graph_key
-        if graph_key is None or spatial_key is not None:
-            adata.obsp[DEFAULT_GRAPH_KEY] = build_graph(
-                adata,
-                layer=layer,
-                graph_key=graph_key,
-                spatial_key=spatial_key,
-                batch_key=batch_key,
-                spatial_weight=spatial_weight,
-                graph_mode=graph_mode,
-                protein_obsm_key=protein_obsm_key,
-                protein_weight=protein_weight,
-                n_neighbors=n_neighbors,
-                n_pcs=n_pcs,
-                n_spatial_neighbors=n_spatial_neighbors,
+        )  # fmt: skip
+        with restored_on_error(adata):
+            registered_key = graph_key
+            if graph_key is None or spatial_key is not None:
+                adata.obsp[DEFAULT_GRAPH_KEY] = setup.build_graph(adata, **setup_method_args["setup_args"])
+                registered_key = DEFAULT_GRAPH_KEY
+            fields = setup.anndata_fields(
+                layer=layer, batch_key=batch_key, graph_key=registered_key, protein_obsm_key=protein_obsm_key
             )
-            registered_key = DEFAULT_GRAPH_KEY
-        anndata_fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
-            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
-            ObspField(SIAM_REGISTRY_KEYS.GRAPH_KEY, registered_key),
-        ]
-        if protein_obsm_key is not None:
-            anndata_fields.append(ObsmField(SIAM_REGISTRY_KEYS.PROTEIN_KEY, protein_obsm_key))
-        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
-        cls.register_manager(adata_manager)
+            cls._register(adata, fields, setup_method_args, kwargs)
 
     @classmethod
     @setup_anndata_dsp.dedent
@@ -343,122 +263,36 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         >>> SiameseCluModel.setup_mudata(mdata, modalities={"rna_layer": "rna", "protein_layer": "prot"})
         >>> model = SiameseCluModel(mdata, n_clusters=15)
         """
-        _reject_unknown("setup_mudata", kwargs)
+        reject_unknown("setup_mudata", kwargs)
         setup_method_args = cls._get_setup_method_args(**locals())
-        try:
-            from mudata import MuData
-        except ImportError as e:  # pragma: no cover
-            raise ImportError("setup_mudata needs mudata: `pip install mudata`.") from e
-        if not isinstance(mdata, MuData):
+        if not setup.is_mudata(mdata):
             raise TypeError(
                 f"setup_mudata expects a MuData, got {type(mdata).__name__}; use setup_anndata for AnnData."
             )
         check_not_view(mdata, "mdata")
-        if modalities is None or "rna_layer" not in modalities:
-            raise ValueError(
-                "setup_mudata needs modalities={'rna_layer': <RNA modality>, 'protein_layer': <protein modality>}, "
-                f"e.g. {{'rna_layer': 'rna', 'protein_layer': 'prot'}}; modalities present: {list(mdata.mod)}."
-            )
-        for arg, mod in modalities.items():
-            if mod is not None and mod not in mdata.mod:
-                raise KeyError(
-                    f"modalities[{arg!r}]={mod!r} is not a modality of the MuData ({list(mdata.mod)})."
-                )
+        X, protein_values = setup.validate_mudata(
+            mdata, modalities, rna_layer=rna_layer, protein_layer=protein_layer, batch_key=batch_key,
+            batch_mod=(modalities or {}).get("batch_key"),
+        )  # fmt: skip
         modalities_ = cls._create_modalities_attr_dict(modalities, setup_method_args)
-        rna = mdata.mod[modalities_.rna_layer]
-        protein_values = None
-        if modalities_.protein_layer is not None:
-            prot = mdata.mod[modalities_.protein_layer]
-            protein_values = get_layer(prot, protein_layer)
-            check_finite(protein_values, f"the {modalities_.protein_layer!r} modality")
-        X = get_layer(rna, rna_layer)
-        check_n_obs(mdata.n_obs)
-        check_finite(X, f"the {modalities_.rna_layer!r} modality")
-        if rna.n_obs != mdata.n_obs or (
-            protein_values is not None and protein_values.shape[0] != mdata.n_obs
-        ):
-            raise ValueError(
-                "Every cell must be present in every modality used; intersect the modalities first (muon.pp.intersect_obs)."
-            )
-        batch_holder = mdata if modalities_.batch_key is None else mdata.mod[modalities_.batch_key]
-        if batch_key is not None and batch_key not in batch_holder.obs:
-            raise KeyError(f"batch_key {batch_key!r} is not a column of obs.")
-        if batch_key is not None:
-            check_batch_complete(batch_holder.obs[batch_key], batch_key)
+        if graph_key is not None and graph_key not in mdata.obsp:
+            raise KeyError(f"Graph {graph_key!r} is not in mdata.obsp (keys: {list(mdata.obsp.keys())}).")
         with restored_on_error(mdata):
-            cls._register_mudata(
-                mdata, setup_method_args, modalities_, X, protein_values, rna_layer, protein_layer, batch_key,
-                graph_key, protein_weight, n_neighbors, n_pcs, **kwargs,
+            if graph_key is None:
+                mdata.obsp[DEFAULT_GRAPH_KEY] = setup.mudata_graph(
+                    X, protein_values, protein_weight=protein_weight, n_neighbors=n_neighbors, n_pcs=n_pcs
+                )
+            fields = setup.mudata_fields(
+                modalities_, rna_layer=rna_layer, protein_layer=protein_layer, batch_key=batch_key,
+                graph_key=graph_key or DEFAULT_GRAPH_KEY,
             )  # fmt: skip
+            cls._register(mdata, fields, setup_method_args, kwargs)
 
     @classmethod
-    def _register_mudata(
-        cls, mdata, setup_method_args, modalities_, X, protein_values, rna_layer, protein_layer, batch_key,
-        graph_key, protein_weight, n_neighbors, n_pcs, **kwargs,
-    ):  # fmt: skip
-        registered_key = graph_key
-        if graph_key is None:
-            mdata.obsp[DEFAULT_GRAPH_KEY] = cell_graph(
-                X,
-                protein=protein_values,
-                protein_weight=protein_weight,
-                n_neighbors=n_neighbors,
-                n_pcs=n_pcs,
-                is_counts=is_count_matrix(X),
-            )
-            registered_key = DEFAULT_GRAPH_KEY
-        elif graph_key not in mdata.obsp:
-            raise KeyError(f"Graph {graph_key!r} is not in mdata.obsp (keys: {list(mdata.obsp.keys())}).")
-        fields = [
-            MuDataLayerField(
-                REGISTRY_KEYS.X_KEY,
-                rna_layer,
-                mod_key=modalities_.rna_layer,
-                is_count_data=False,
-                mod_required=True,
-            ),
-            MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=modalities_.batch_key),
-            MuDataObspField(SIAM_REGISTRY_KEYS.GRAPH_KEY, registered_key, mod_key=None),
-        ]
-        if modalities_.protein_layer is not None:
-            fields.append(
-                MuDataLayerField(
-                    SIAM_REGISTRY_KEYS.PROTEIN_KEY,
-                    protein_layer,
-                    mod_key=modalities_.protein_layer,
-                    is_count_data=False,
-                    mod_required=True,
-                )
-            )
+    def _register(cls, data, fields, setup_method_args, kwargs) -> None:
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(mdata, **kwargs)
+        adata_manager.register_fields(data, **kwargs)
         cls.register_manager(adata_manager)
-
-    def _protein_matrix(self, adata_manager=None):
-        manager = adata_manager or self.adata_manager
-        if SIAM_REGISTRY_KEYS.PROTEIN_KEY not in manager.data_registry:
-            return None
-        P = manager.get_from_registry(SIAM_REGISTRY_KEYS.PROTEIN_KEY)
-        P = P.toarray() if sp.issparse(P) else np.asarray(P)
-        return P.astype(np.float32)
-
-    # ------------------------------------------------------------------------------ data
-    def _graphs(self, adata_manager) -> tuple[CellSource, CSRGraph, CSRGraph]:
-        """Per-cell arrays and the two graph views of a registered AnnData (cached per manager)."""
-        key = adata_manager.id
-        if key not in self._graph_cache:
-            A = adata_manager.get_from_registry(SIAM_REGISTRY_KEYS.GRAPH_KEY)
-            X = in_memory(adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
-            batch = adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
-            check_finite(X, "the registered expression matrix")
-            P = ppr_graph(A, alpha=self._ppr_params["alpha"], top_k=self._ppr_params["top_k"])
-            source = CellSource(X, np.asarray(batch).ravel(), self._protein_matrix(adata_manager))
-            self._graph_cache = {key: (source, CSRGraph(A), CSRGraph(P))}
-        return self._graph_cache[key]
-
-    def _splitter(self, adata_manager=None, **kwargs) -> GraphDataSplitter:
-        source, graph, ppr = self._graphs(adata_manager or self.adata_manager)
-        return self._data_splitter_cls(source, graph, ppr, **kwargs)
 
     # ------------------------------------------------------------------------------ training
     def train(
@@ -546,158 +380,58 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
         """
         n_obs = self.adata.n_obs
-        defaults = default_schedule(n_obs)
-        max_epochs = int(max_epochs if max_epochs is not None else defaults["max_epochs"])
-        if max_epochs < 2:
-            raise ValueError(f"max_epochs must be at least 2 (one per phase), got {max_epochs}.")
-        n_pre = int(n_epochs_pretrain if n_epochs_pretrain is not None else max(1, max_epochs // 2))
-        if not 1 <= n_pre < max_epochs:
-            raise ValueError(
-                f"n_epochs_pretrain must lie in [1, max_epochs - 1], got {n_pre} (max_epochs={max_epochs})."
-            )
-        batch_size = int(batch_size if batch_size is not None else defaults["batch_size"])
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive number of cells, got {batch_size}.")
-        seed = int(seed if seed is not None else (settings.seed if settings.seed is not None else 0))
+        max_epochs, n_pre, batch_size, seed = resolve_schedule(n_obs, max_epochs, n_epochs_pretrain, batch_size, seed)
         if center_init not in CENTER_INITS:
             raise ValueError(f"center_init must be one of {CENTER_INITS}, got {center_init!r}.")
-        if progress_bar is None:
-            progress_bar = not _in_ci()
-        trainer_kwargs.setdefault("enable_progress_bar", progress_bar)
-        trainer_kwargs.setdefault("log_every_n_steps", 1)
-        trainer_kwargs.setdefault("enable_checkpointing", False)
-        trainer_kwargs.setdefault("use_distributed_sampler", False)  # the splitter shards seeds by rank
-        if trainer_kwargs.get("strategy") == "ddp":
-            # heads that a likelihood or phase leaves unused (e.g. the ZINB dropout head under NB)
-            trainer_kwargs["strategy"] = "ddp_find_unused_parameters_true"
-        plan_kwargs = dict(plan_kwargs or {})
-        plan_kwargs.setdefault("lr", lr)
-
+        trainer_kwargs = trainer_defaults(trainer_kwargs, accelerator, devices, progress_bar)
+        plan_kwargs = {"lr": lr, **dict(plan_kwargs or {})}
         splitter = self._splitter(batch_size=batch_size, fanout=fanout, num_hops=num_hops, seed=seed)
-        ckpt = _Checkpoints(checkpoint_dir)
+        ckpt = PhaseCheckpoints(checkpoint_dir)
         ckpt.check_matches(self.module, self.n_clusters_, clustering_options(self.module, anneal_lr, center_lr))
-        resume_cluster = ckpt.exists("cluster")
-        if not resume_cluster:
+        if not ckpt.exists("cluster"):
             # phase 1: pretraining (no clustering term); the getters leave the module in eval
             # mode, and a model trained again would otherwise pretrain without dropout
             self.module.train()
             torch.manual_seed(seed)
-            plan = SiameseTrainingPlan(self.module, phase="pretrain", **plan_kwargs)
-            self._run(plan, splitter, n_pre, accelerator, devices, trainer_kwargs, ckpt, "pretrain")
-            # centre initialisation on the pretrained embedding
-            z = self.get_latent_representation(batch_size=max(batch_size, 1024))
-            k = self.n_clusters_
-            if k is None:
-                k, info = estimate_n_clusters(z, random_state=seed)
-                self.auto_k_ = {"n_clusters": k, **info}
-                logger.info("Estimated %d clusters without labels.", k)
-            if center_init == "pca":
-                centers = partition_centers(z, self._expression_kmeans(k, seed), k, seed)
-            else:
-                centers = kmeans_centers(z, k, seed)
-            self.module.init_centers(torch.as_tensor(centers), torch.as_tensor(z))
+            plan = self._training_plan_cls(self.module, phase="pretrain", **plan_kwargs)
+            run_phase(self, plan, splitter, n_pre, trainer_kwargs, ckpt, "pretrain")
+            self._init_clusters(batch_size, seed, center_init)
         else:
             # resuming the clustering phase: centres (and k) come from its checkpoint
-            k = ckpt.n_clusters("cluster")
-            self.module.init_centers(torch.zeros(k, self.module.n_latent))
-        self.n_clusters_ = k
+            self.n_clusters_ = ckpt.n_clusters("cluster")
+            self.module.init_centers(torch.zeros(self.n_clusters_, self.module.n_latent))
         self.module.set_bank_limit(n_obs, batch_size)
         self.module.train()  # inference switched to eval mode; phase 2 trains with dropout again
         # phase 2: clustering, from a state that does not depend on how phase 1 ran (or resumed)
         torch.manual_seed(seed + 1)
         splitter.set_epoch(n_pre)
-        plan = SiameseTrainingPlan(
-            self.module,
-            phase="cluster",
-            cluster_weight=cluster_weight,
-            ramp_epochs=ramp_epochs,
-            tol=tol,
-            n_obs=n_obs,
-            reseed_empty=reseed_empty,
-            anneal_lr=anneal_lr,
-            center_lr=center_lr,
-            **plan_kwargs,
-        )
+        plan = self._training_plan_cls(
+            self.module, phase="cluster", cluster_weight=cluster_weight, ramp_epochs=ramp_epochs, tol=tol,
+            n_obs=n_obs, reseed_empty=reseed_empty, anneal_lr=anneal_lr, center_lr=center_lr, **plan_kwargs,
+        )  # fmt: skip
         try:
-            self._run(
-                plan, splitter, max_epochs - n_pre, accelerator, devices, trainer_kwargs, ckpt, "cluster"
-            )
+            run_phase(self, plan, splitter, max_epochs - n_pre, trainer_kwargs, ckpt, "cluster")
         except BaseException:
             self.is_trained_ = False  # no half-trained model behind the getters
             raise
         self.is_trained_ = True
 
-    def _run(self, plan, splitter, epochs, accelerator, devices, trainer_kwargs, ckpt=None, phase=None):
-        trainer_kwargs = dict(trainer_kwargs)
-        if ckpt is not None and ckpt.dir is not None:
-            trainer_kwargs.update(ckpt.trainer_kwargs(phase, trainer_kwargs.get("callbacks")))
-        runner = self._train_runner_cls(
-            self,
-            training_plan=plan,
-            data_splitter=splitter,
-            max_epochs=epochs,
-            accelerator=accelerator,
-            devices=devices,
-            **trainer_kwargs,
-        )
-        if ckpt is not None and ckpt.dir is not None:
-            # scvi's Trainer adds its own SaveCheckpoint (monitoring a validation loss this model does
-            # not have) whenever checkpointing is on; the per-phase ModelCheckpoint is the one wanted
-            from scvi.train import SaveCheckpoint
+    def _init_clusters(self, batch_size: int, seed: int, center_init: str) -> None:
+        """Centres (and, with ``n_clusters=None``, k) from the pretrained embedding."""
+        z = self.get_latent_representation(batch_size=max(batch_size, 1024))
 
-            runner.trainer.callbacks[:] = [
-                c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)
-            ]
-        try:
-            with quiet_internal_warnings(), torch_threads_from_env():
-                runner()
-        except SystemExit as e:
-            # Lightning turns Ctrl-C into sys.exit(1) after a graceful stop; give callers the interrupt back
-            if getattr(runner.trainer, "interrupted", False):
-                raise KeyboardInterrupt from e
-            raise
+        def expression(k, seed):
+            X = in_memory(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+            is_counts = self.module.likelihood != "gaussian"
+            return expression_kmeans(X, k, seed, is_counts=is_counts, n_pcs=self.module.n_latent)
 
-    def _expression_kmeans(self, k: int, seed: int) -> np.ndarray:
-        """KMeans(k) labels of every cell on the first ``n_latent`` PCs of its (log-normalised) expression."""
-        X = in_memory(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
-        pcs = expression_pcs(
-            X, is_counts=self.module.likelihood != "gaussian", n_pcs=self.module.n_latent, random_state=seed
-        )
-        return kmeans_fit(pcs, k, seed).predict(pcs)
+        centers, k, auto_k = initial_centers(z, self.n_clusters_, seed, center_init, expression)
+        if auto_k is not None:
+            self.auto_k_ = auto_k
+        self.module.init_centers(torch.as_tensor(centers), torch.as_tensor(z))
+        self.n_clusters_ = k
 
     # ------------------------------------------------------------------------------ getters
-    @torch.inference_mode()
-    @quiet_internal_warnings()
-    def _embed(self, adata=None, batch_size: int | None = None, soft: bool = False):
-        self._check_if_trained(warn=False)
-        from_view = getattr(adata, "is_view", False)
-        adata = self._validate_anndata(adata)
-        manager = self.get_anndata_manager(adata, required=True)
-        try:
-            return self._embed_registered(manager, batch_size, soft)
-        finally:
-            if from_view and manager.adata_uuid != self.adata_manager.adata_uuid:
-                # the private copy of a view is not kept registered (nor its graphs cached)
-                # (scvi's deregister_manager looks in the class store only, where a transferred
-                # set-up is not kept, so both stores are cleared here)
-                self._graph_cache.pop(manager.id, None)
-                self._per_instance_manager_store.get(self.id, {}).pop(manager.adata_uuid, None)
-                self._setup_adata_manager_store.pop(manager.adata_uuid, None)
-
-    def _embed_registered(self, manager, batch_size: int | None, soft: bool):
-        splitter = self._splitter(manager, batch_size=batch_size or 1024)
-        self.module.eval()
-        dev = self.device
-        zs, qs = [], []
-        for batch in splitter.inference_batches(batch_size=batch_size or 1024):
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            z = self.module.inference(batch, augment=False)["z"]
-            zs.append(z.cpu())
-            if soft:
-                qs.append(self.module.log_q(z).exp().cpu())
-        z = torch.cat(zs).numpy()
-        return (z, torch.cat(qs).numpy()) if soft else z
-
     def get_latent_representation(
         self, adata: AnnData | None = None, batch_size: int | None = None
     ) -> np.ndarray:
@@ -734,56 +468,6 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         _, q = self._embed(adata, batch_size, soft=True)
         return q if soft else q.argmax(1)
 
-    # ------------------------------------------------------------------------------ new data
-    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
-        if getattr(adata, "is_view", False) and copy_if_view:
-            # scvi-tools would turn the caller's view into an AnnData in place; read a copy instead
-            adata = adata.copy()
-        if adata is None or adata is self.adata:
-            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-        with restored_on_error(adata):
-            if self.get_anndata_manager(adata) is None:
-                self._prepare_new_adata(adata)
-            else:
-                self._check_genes(adata)
-            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-
-    def _prepare_new_adata(self, adata) -> None:
-        """Check new cells against the training set-up and give them a cell graph (inductive use)."""
-        if not isinstance(adata, AnnData):
-            if type(adata).__name__ == "MuData":
-                raise TypeError(
-                    "The getters take new cells as an AnnData; a new MuData is not set up here. Save the model "
-                    "and load it with the new data instead: `model.save(path)`, then "
-                    "`SiameseCluModel.load(path, adata=mdata).predict()`."
-                )
-            raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
-        self._check_genes(adata)
-        registry = self.registry_
-        args = registry["setup_args"]
-        check_n_obs(adata.n_obs)
-        check_finite(get_layer(adata, args.get("layer")), "the new data's expression matrix")
-        graph_key = registry["field_registries"][SIAM_REGISTRY_KEYS.GRAPH_KEY]["data_registry"]["attr_key"]
-        if graph_key not in adata.obsp:
-            if graph_key == INPUT_GRAPH_KEY:
-                raise KeyError(
-                    "The model was fitted by tl.siamese_clu on a graph you gave (obsp= or neighbors_key=), which "
-                    "the new data lack. Compute the same kind of graph on the new data and store it as "
-                    f"adata.obsp[{INPUT_GRAPH_KEY!r}]."
-                )
-            if graph_key != DEFAULT_GRAPH_KEY:
-                raise KeyError(
-                    f"The model was set up with the graph adata.obsp[{graph_key!r}], which the new data lack. "
-                    "Compute the same kind of graph on the new data first."
-                )
-            adata.obsp[DEFAULT_GRAPH_KEY] = build_graph(adata, **args)
-
-    def _check_genes(self, adata) -> None:
-        if not isinstance(adata, AnnData):  # MuData: the genes are those of the RNA modality
-            rna_mod = (self.registry_["setup_args"].get("modalities") or {}).get("rna_layer")
-            adata = adata.mod[rna_mod] if rna_mod in getattr(adata, "mod", {}) else adata
-        _check_gene_names(self.registry_, adata)
-
     # ------------------------------------------------------------------------------ save / load
     def save(
         self,
@@ -813,9 +497,9 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
             Passed to :meth:`anndata.AnnData.write` when ``save_anndata`` is true.
         """
         kept = {name: getattr(self, name) for name in ("history_", "registry_", "init_params_")}
-        self.history_ = _history_to_plain(kept["history_"])
-        self.registry_ = _plain(kept["registry_"])
-        self.init_params_ = _plain(kept["init_params_"])
+        self.history_ = saving.history_to_plain(kept["history_"])
+        self.registry_ = saving.plain(kept["registry_"])
+        self.init_params_ = saving.plain(kept["init_params_"])
         try:
             super().save(dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
         finally:
@@ -858,28 +542,15 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         trusted
             Allow files that need full unpickling.
         """
-        import os
-
-        path = os.path.join(dir_path, f"{prefix or ''}model.pt")
-        if backup_url is None and not os.path.exists(path):
-            raise FileNotFoundError(f"No saved model at {path!r}; pass the folder given to model.save().")
-        if os.path.exists(path):
-            saved = _read_model_file(path, trusted)
-            _check_saved(saved, cls.__name__, path)
+        with saving.checked_copy(dir_path, prefix, cls.__name__, trusted, backup_url) as (private_dir, saved):
             if isinstance(adata, AnnData):
                 # before scvi sets the data up, which would store a cell graph in it first
-                _check_gene_names(saved["attr_dict"]["registry_"], adata)
-        with restored_on_error(adata):
-            model = super().load(
-                dir_path,
-                adata=adata,
-                accelerator=accelerator,
-                device=device,
-                prefix=prefix,
-                backup_url=backup_url,
-                **kwargs,
-            )
-        model.history_ = _history_from_plain(model.history_)
+                check_gene_names(training_genes(saved["attr_dict"]["registry_"]), adata)
+            with restored_on_error(adata):
+                model = super().load(
+                    private_dir, adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
+                )
+        model.history_ = saving.history_from_plain(model.history_)
         return model
 
     @property
@@ -889,350 +560,20 @@ class SiameseCluModel(UnsupervisedTrainingMixin, BaseModelClass):
         return self.history_
 
 
-def build_graph(
-    adata,
-    *,
-    layer=None,
-    graph_key=None,
-    spatial_key=None,
-    batch_key=None,
-    spatial_weight=0.5,
-    graph_mode=None,
-    protein_obsm_key=None,
-    protein_weight=0.5,
-    n_neighbors=15,
-    n_pcs=50,
-    n_spatial_neighbors=6,
-    **_,
-):
-    """The cell graph that ``setup_anndata`` registers (given graph and/or built kNN, protein, spatial)."""
-    X = get_layer(adata, layer)
-    coords = None if spatial_key is None else np.asarray(adata.obsm[spatial_key])
-    groups = None if (batch_key is None or spatial_key is None) else adata.obs[batch_key].to_numpy()
-    protein = None if protein_obsm_key is None else np.asarray(adata.obsm[protein_obsm_key])
-    return cell_graph(
-        X,
-        given=None if graph_key is None else adata.obsp[graph_key],
-        coords=coords,
-        groups=groups,
-        protein=protein,
-        graph_mode=graph_mode,
-        spatial_weight=spatial_weight,
-        protein_weight=protein_weight,
-        n_neighbors=n_neighbors,
-        n_pcs=n_pcs,
-        n_spatial_neighbors=n_spatial_neighbors,
-        is_counts=is_count_matrix(X),
-    )
-
-
-def _check_gene_names(registry: dict, adata) -> None:
-    """Raise when ``adata``'s genes are not the training genes, in the training order."""
-    expected = np.asarray(registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"])
-    got = np.asarray(adata.var_names)
-    if got.shape != expected.shape or not (got == expected).all():
-        missing = np.setdiff1d(expected, got)
-        hint = (
-            f"{missing.size} training gene(s) are missing (e.g. {', '.join(map(str, missing[:5]))})"
-            if missing.size
-            else "the genes are the same but in another order or with extra genes"
-        )
+def _resolve_likelihood(likelihood: str, counts: bool) -> str:
+    """``"auto"`` as the count likelihood for counts, gaussian otherwise (with a warning); checks the choice."""
+    if likelihood == "auto":
+        likelihood = "nb" if counts else "gaussian"
+    elif likelihood in ("nb", "zinb") and not counts:
         raise ValueError(
-            f"The new data's genes do not match the {expected.size} genes the model was trained on: {hint}. "
-            "Subset and order them first: `adata = adata[:, model.adata.var_names].copy()`."
+            f"likelihood={likelihood!r} needs raw counts, but the registered matrix holds non-integer or negative "
+            "values. Register the counts layer (setup_anndata(layer=...)) or use likelihood='gaussian'."
         )
-
-
-def _reject_unknown(method: str, kwargs: dict) -> None:
-    """Refuse keyword arguments a set-up method does not know, before anything is computed or written.
-
-    The set-up methods keep scvi's ``**kwargs``, which scvi itself fills when it sets up data for
-    a loaded model (``source_registry`` and its transfer options). Any other argument would only
-    be rejected by scvi after the cell graph has been built and stored, naming one of its internals.
-    """
-    if kwargs and "source_registry" not in kwargs:
-        hint = " scsiam is unsupervised and never reads labels." if "labels_key" in kwargs else ""
-        raise TypeError(
-            f"SiameseCluModel.{method}() got unexpected keyword argument(s) {sorted(kwargs)}.{hint} "
-            f"See help(SiameseCluModel.{method}) for its arguments."
+    if likelihood == "gaussian" and not counts:
+        warnings.warn(
+            "The registered matrix is not raw counts (non-integer or negative values); using the gaussian "
+            "likelihood on the values as given. Register raw counts for the count likelihood.",
+            UserWarning,
+            stacklevel=settings.warnings_stacklevel,
         )
-
-
-class _Checkpoints:
-    """Per-phase Lightning checkpoints in one folder (``pretrain.ckpt``, ``cluster.ckpt``)."""
-
-    def __init__(self, directory: str | None):
-        self.dir = directory
-        self._states: dict[str, dict] = {}  # read once: checked, then sized for resuming
-        if directory is not None:
-            import os
-
-            os.makedirs(directory, exist_ok=True)
-
-    def path(self, phase: str) -> str:
-        import os
-
-        return os.path.join(self.dir, f"{phase}.ckpt")
-
-    def exists(self, phase: str) -> bool:
-        import os
-
-        return self.dir is not None and os.path.exists(self.path(phase))
-
-    def _checkpoint(self, phase: str) -> dict:
-        if phase not in self._states:
-            self._states[phase] = torch.load(self.path(phase), map_location="cpu", weights_only=False)
-        return self._states[phase]
-
-    def _state(self, phase: str) -> dict:
-        return self._checkpoint(phase)["state_dict"]
-
-    def n_clusters(self, phase: str) -> int:
-        return int(self._state(phase)["module.centers"].shape[0])
-
-    def check_matches(self, module, n_clusters: int | None, options: dict | None = None) -> None:
-        """Raise if the checkpoint a run would resume from belongs to another model, k or options.
-
-        Resuming from it would otherwise fail deep inside Lightning (other genes or sizes, or
-        other optimised parameters) or, for another ``n_clusters`` or learning-rate schedule,
-        silently continue the earlier run with its own. ``options`` are the clustering-phase
-        settings the plan stores in its checkpoints.
-        """
-        phase = next((ph for ph in ("cluster", "pretrain") if self.exists(ph)), None)
-        if phase is None:
-            return
-        state, own = self._state(phase), module.state_dict()
-        for key, value in state.items():
-            name = key.removeprefix("module.")
-            if name in ("centers", "log_var", "log_pi", "init_prior", "ot_log_v") or name not in own:
-                continue  # cluster-sized (set when clustering starts) or not a module entry
-            if tuple(value.shape) != tuple(own[name].shape):
-                raise ValueError(
-                    f"checkpoint_dir {self.dir!r} holds a checkpoint ({phase}.ckpt) of a different model: "
-                    f"{name} has shape {tuple(value.shape)} there and {tuple(own[name].shape)} here (other "
-                    "genes, modalities or layer sizes). Pass an empty folder to start a new run."
-                )
-        if phase == "cluster" and n_clusters is not None and self.n_clusters(phase) != n_clusters:
-            raise ValueError(
-                f"checkpoint_dir {self.dir!r} holds a clustering checkpoint with {self.n_clusters(phase)} clusters, "
-                f"but this model asks for n_clusters={n_clusters}. Resume with n_clusters={self.n_clusters(phase)}, "
-                "or pass an empty folder to start a new run."
-            )
-        saved = self._checkpoint(phase).get("scsiam", {}).get("options") if phase == "cluster" else None
-        if saved and options:
-            differ = {k: (saved[k], v) for k, v in options.items() if k in saved and saved[k] != v}
-            if differ:
-                there = ", ".join(f"{k}={a!r}" for k, (a, _) in differ.items())
-                here = ", ".join(f"{k}={b!r}" for k, (_, b) in differ.items())
-                raise ValueError(
-                    f"checkpoint_dir {self.dir!r} holds a clustering checkpoint trained with {there}, but this run "
-                    f"asks for {here}. Resume with the same settings, or pass an empty folder to start a new run."
-                )
-
-    def trainer_kwargs(self, phase: str, callbacks=None) -> dict:
-        from lightning.pytorch.callbacks import ModelCheckpoint
-
-        cb = ModelCheckpoint(
-            dirpath=self.dir,
-            filename=phase,
-            every_n_epochs=1,
-            save_top_k=1,
-            enable_version_counter=False,
-            save_on_train_epoch_end=True,
-        )
-        # default_root_dir: keep Lightning's own log folder inside the checkpoint folder, not the cwd
-        out = {
-            "callbacks": [*(callbacks or []), cb],
-            "enable_checkpointing": True,
-            "default_root_dir": self.dir,
-        }
-        if self.exists(phase):
-            out["ckpt_path"] = self.path(phase)
-        return out
-
-
-def default_schedule(n_obs: int) -> dict:
-    """Epochs and batch size chosen from the number of cells: about 1500 optimiser steps, 20–60 epochs.
-
-    Small data get more epochs, large data fewer (each epoch already holds many steps), so the
-    total work grows about linearly with the number of cells.
-    """
-    batch_size = 256 if n_obs <= 50_000 else 512
-    steps_per_epoch = max(1, math.ceil(n_obs / batch_size))
-    max_epochs = int(np.clip(math.ceil(1500 / steps_per_epoch), 20, 60))
-    if n_obs > 50_000:
-        max_epochs = int(np.clip(math.ceil(1500 / steps_per_epoch), 6, 20))
-    return {"batch_size": batch_size, "max_epochs": max_epochs}
-
-
-CENTER_INITS = ("embedding", "pca")
-
-
-@keep_torch_threads
-def kmeans_fit(z: np.ndarray, k: int, seed: int, max_cells: int = 50_000):
-    """scikit-learn KMeans of ``z`` (10 restarts, seeded), fitted on a sample above ``max_cells``."""
-    from sklearn.cluster import KMeans
-
-    rng = np.random.default_rng(seed)
-    fit = z if z.shape[0] <= max_cells else z[rng.choice(z.shape[0], max_cells, replace=False)]
-    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit(fit)
-
-
-def kmeans_centers(z: np.ndarray, k: int, seed: int, max_cells: int = 50_000) -> np.ndarray:
-    """KMeans centres of ``z`` (10 restarts, seeded); fitted on a sample above ``max_cells``."""
-    return kmeans_fit(z, k, seed, max_cells).cluster_centers_.astype(np.float32)
-
-
-def partition_centers(z: np.ndarray, labels: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Mean of ``z`` over the cells of each of the ``k`` groups in ``labels`` (integers ``0..k-1``).
-
-    A group without cells gets a KMeans centre of ``z`` instead.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
-    sums = np.zeros((k, z.shape[1]))
-    np.add.at(sums, labels, z)
-    centers = sums / np.maximum(counts, 1.0)[:, None]
-    empty = np.flatnonzero(counts == 0)
-    if empty.size:
-        centers[empty] = kmeans_centers(z, empty.size, seed)
-    return centers.astype(np.float32)
-
-
-def validate_adata(
-    adata, *, layer=None, graph_key=None, spatial_key=None, batch_key=None, protein_obsm_key=None
-) -> None:
-    """Check an AnnData before anything is written to it."""
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
-    check_n_obs(adata.n_obs)
-    X = get_layer(adata, layer)
-    check_finite(X, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
-    if graph_key is not None and graph_key not in adata.obsp:
-        raise KeyError(
-            f"Graph {graph_key!r} is not in adata.obsp (keys: {list(adata.obsp.keys())}). "
-            "Run `sc.pp.neighbors` / `squidpy.gr.spatial_neighbors` first, or leave it unset to build a kNN graph."
-        )
-    if spatial_key is not None and spatial_key not in adata.obsm:
-        raise KeyError(
-            f"Spatial coordinates {spatial_key!r} are not in adata.obsm (keys: {list(adata.obsm.keys())}). "
-            "Pass the obsm key that holds the x/y coordinates (usually 'spatial')."
-        )
-    if batch_key is not None and batch_key not in adata.obs:
-        raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs.")
-    if batch_key is not None:
-        check_batch_complete(adata.obs[batch_key], batch_key)
-    if protein_obsm_key is not None:
-        if protein_obsm_key not in adata.obsm:
-            raise KeyError(
-                f"Protein values {protein_obsm_key!r} are not in adata.obsm (keys: {list(adata.obsm.keys())}). "
-                "Pass the obsm key holding the (CLR-normalised) protein matrix."
-            )
-        check_finite(np.asarray(adata.obsm[protein_obsm_key]), f"adata.obsm[{protein_obsm_key!r}]")
-
-
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("scsiam")
-    except PackageNotFoundError:  # pragma: no cover
-        return "0.0.0"
-
-
-def _plain(obj):
-    """Nested dict subclasses (defaultdict, ...) as plain dicts, which weights-only loading accepts."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_plain(v) for v in obj)
-    return obj
-
-
-def _history_to_plain(history):
-    if not history:
-        return history
-    return {
-        k: {
-            "__frame__": True,
-            "index": [float(i) for i in v.index],
-            "columns": [str(c) for c in v.columns],
-            "values": np.asarray(v.to_numpy(), dtype=np.float64).tolist(),
-        }
-        if isinstance(v, pd.DataFrame)
-        else v
-        for k, v in history.items()
-    }
-
-
-def _history_from_plain(history):
-    if not history:
-        return history
-    return {
-        k: pd.DataFrame(v["values"], index=_epoch_index(v["index"]), columns=v["columns"])
-        if isinstance(v, dict) and v.get("__frame__")
-        else v
-        for k, v in history.items()
-    }
-
-
-def _epoch_index(values) -> pd.Index:
-    """The epochs of a saved history (stored as floats), as integers again when they are whole."""
-    idx = np.asarray(values, dtype=np.float64)
-    if idx.size and np.all(idx == np.round(idx)):
-        idx = idx.astype(np.int64)
-    return pd.Index(idx, name="epoch")
-
-
-def _safe_globals() -> list:
-    """numpy pieces that torch's weights-only unpickler needs for the arrays in a saved registry."""
-    core = getattr(np, "_core", None) or np.core
-    dtypes = {
-        type(np.dtype(t)) for t in (object, np.int64, np.int32, np.float32, np.float64, np.bool_, "U1", "S1")
-    }
-    return [core.multiarray._reconstruct, np.ndarray, np.dtype, bytes, *dtypes]
-
-
-def _read_model_file(path: str, trusted: bool) -> dict:
-    import pickle
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path!r} is corrupt or truncated and cannot be read (not a torch zip archive).")
-    try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not trusted:
-            raise ValueError(
-                f"{path!r} holds Python objects beyond tensors, arrays and plain containers; unpickling them could "
-                "run arbitrary code, so it was refused. Load it with trusted=True only if you trust its source."
-            ) from e
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise ValueError(
-            f"{path!r} is corrupt or truncated and cannot be read ({type(e).__name__}: {str(e)[:200]})."
-        ) from e
-
-
-def _check_saved(saved, cls_name: str, path: str) -> None:
-    if not isinstance(saved, dict) or not {"model_state_dict", "attr_dict"} <= set(saved):
-        raise ValueError(f"{path!r} is not a saved scvi-tools/scsiam model (unexpected content).")
-    attrs = saved["attr_dict"]
-    name = attrs.get("registry_", {}).get("model_name")
-    if name != cls_name:
-        raise ValueError(
-            f"{path!r} holds a {name!r} model, not a {cls_name}; load it with that class instead."
-        )
-    saved_version = str(attrs.get("scsiam_version_", "0.0.0"))
-    if saved_version.split(".")[:1] != _package_version().split(".")[:1]:
-        raise ValueError(
-            f"{path!r} was saved by scsiam {saved_version}, which is incompatible with the installed "
-            f"scsiam {_package_version()}; retrain the model or install scsiam {saved_version}."
-        )
-
-
-def _in_ci() -> bool:
-    import os
-
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    return likelihood

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
-from .._validate import get_layer, is_count_matrix
-from ..data._graph import combine_graphs, expression_knn_graph, spatial_knn_graph
+from .._utils import get_layer, is_count_matrix
+from ..data import combine_graphs, expression_knn_graph, spatial_knn_graph
 
 
 def spatial_graph(

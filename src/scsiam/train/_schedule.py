@@ -1,0 +1,38 @@
+"""The default training budget, chosen from the number of cells."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scvi import settings
+
+
+def default_schedule(n_obs: int) -> dict:
+    """Epochs and batch size chosen from the number of cells: about 1500 optimiser steps, 20–60 epochs.
+
+    Small data get more epochs, large data fewer (each epoch already holds many steps), so the
+    total work grows about linearly with the number of cells.
+    """
+    batch_size = 256 if n_obs <= 50_000 else 512
+    steps_per_epoch = max(1, math.ceil(n_obs / batch_size))
+    max_epochs = int(np.clip(math.ceil(1500 / steps_per_epoch), 20, 60))
+    if n_obs > 50_000:
+        max_epochs = int(np.clip(math.ceil(1500 / steps_per_epoch), 6, 20))
+    return {"batch_size": batch_size, "max_epochs": max_epochs}
+
+
+def resolve_schedule(n_obs, max_epochs, n_epochs_pretrain, batch_size, seed) -> tuple[int, int, int, int]:
+    """Checked epochs of both phases, batch size and seed, with the defaults filled in."""
+    defaults = default_schedule(n_obs)
+    max_epochs = int(max_epochs if max_epochs is not None else defaults["max_epochs"])
+    if max_epochs < 2:
+        raise ValueError(f"max_epochs must be at least 2 (one per phase), got {max_epochs}.")
+    n_pre = int(n_epochs_pretrain if n_epochs_pretrain is not None else max(1, max_epochs // 2))
+    if not 1 <= n_pre < max_epochs:
+        raise ValueError(f"n_epochs_pretrain must lie in [1, max_epochs - 1], got {n_pre} (max_epochs={max_epochs}).")
+    batch_size = int(batch_size if batch_size is not None else defaults["batch_size"])
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of cells, got {batch_size}.")
+    seed = int(seed if seed is not None else (settings.seed if settings.seed is not None else 0))
+    return max_epochs, n_pre, batch_size, seed
