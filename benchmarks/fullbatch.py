@@ -1,6 +1,7 @@
 """Minibatch (default) against full-batch training at the same number of optimiser steps.
 
-usage: python benchmarks/fullbatch.py [--data ../shared/data] [--files STEM ...] [--seeds 0 1 2 (default)]
+usage (from the repository root):
+    python -m benchmarks.fullbatch [--data ../shared/data] [--files STEM ...] [--seeds 0 1 2 (default)]
 
 Full batch: every cell is a seed in every step and neighbourhoods are not subsampled
 (``batch_size = n_obs``, ``fanout=None``); it runs as many epochs as the default run takes
@@ -12,16 +13,16 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import time
 import warnings
+from pathlib import Path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from benchmarks.data import DEFAULT_DATA, load_dataset
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data"))
+    p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument(
         "--files", nargs="+", default=["baron_mouse_mouse1", "starmap_mpfc_BZ5", "mouse_olfactory_bulb_st"]
     )
@@ -29,20 +30,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    import anndata as ad
     import numpy as np
 
     import scsiam
-    from scsiam.model._model import default_schedule
+    from scsiam.train._schedule import default_schedule
 
     rows = []
     for stem in args.files:
-        adata = ad.read_h5ad(os.path.join(args.data, f"{stem}.h5ad"))
-        key = "domain" if "domain" in adata.obs else "cell_type"
-        labels = adata.obs[key].astype(str).to_numpy()
-        spatial = "spatial" if key == "domain" else None
-        adata.obs = adata.obs[[]]
-        k = len(np.unique(labels))
+        ds = load_dataset(Path(args.data) / f"{stem}.h5ad")  # labels set aside, obs emptied
+        adata, labels, k = ds.adata, ds.labels, ds.k
+        spatial = "spatial" if ds.spatial else None
         sched = default_schedule(adata.n_obs)
         steps = sched["max_epochs"] * math.ceil(adata.n_obs / sched["batch_size"])
         for seed in args.seeds:

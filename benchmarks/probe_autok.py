@@ -1,7 +1,8 @@
 """Probe: label-free estimators of the number of clusters on scsiam's pretrained embeddings.
 
-usage: OMP_NUM_THREADS=1 python benchmarks/probe_autok.py [--data DIR] [--files STEM ...] [--seeds 0 1 2]
-       [--cache DIR]
+usage (from the repository root):
+    OMP_NUM_THREADS=1 python -m benchmarks.probe_autok [--data DIR] [--files STEM ...] [--seeds 0 1 2]
+        [--cache DIR]
 
 For every labelled file and seed, ``tl.siamese_clu(n_clusters=None)`` is run up to the point
 where it estimates k: the embedding it passes to the estimator (the pretrained one) is saved to
@@ -19,17 +20,16 @@ Labels are read only to print the reference k and the hit rate (chosen k within 
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.data import find_files, load_dataset, probe_parser
+
 warnings.filterwarnings("ignore")
 os.environ.setdefault("CI", "true")
-sys.path.insert(0, str(Path(__file__).parent))
 
 LEIDEN_GRID = [(r, f) for r in (0.3, 0.5, 0.7, 1.0) for f in (0.005, 0.01, 0.02, 0.03, 0.05)]
 STABILITY_RES = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)
@@ -44,7 +44,7 @@ def pretrained_embedding(ds, seed: int, cache: Path) -> np.ndarray:
     from unittest import mock
 
     import scsiam
-    import scsiam.model._model as model_module
+    import scsiam.model._init as model_module  # where the clustering phase's start is computed
 
     path = cache / f"{ds.name}_s{seed}.npy"
     if path.exists():
@@ -83,7 +83,7 @@ def _leiden(tmp, resolution: float, seed: int) -> np.ndarray:
 
 
 def leiden_counts(z: np.ndarray, seed: int) -> dict:
-    from scsiam.model._autok import estimate_n_clusters
+    from scsiam.model._init import estimate_n_clusters
 
     return {
         f"leiden r={r} min={f}": estimate_n_clusters(z, resolution=r, min_fraction=f, random_state=seed)[0]
@@ -129,19 +129,14 @@ def stability_k(z: np.ndarray, seed: int, n_sub: int = 5, frac: float = 0.8) -> 
 
 
 def main(argv=None):
-    import quality
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(Path(__file__).parents[2] / "shared" / "data"))
-    p.add_argument("--files", nargs="*")
-    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p = probe_parser(__doc__, files=None, seeds=[0, 1, 2])
     p.add_argument("--cache", default="benchmarks/results/autok_cache")
     args = p.parse_args(argv)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     rows = {}  # estimator -> list of (file, seed, k, true k)
-    for path in quality.find_files(Path(args.data), args.files):
-        ds = quality.load_dataset(path)
+    for path in find_files(Path(args.data), args.files):
+        ds = load_dataset(path)
         if ds is None:
             continue
         for seed in args.seeds:

@@ -1,7 +1,8 @@
 """Probe: per-epoch trace of the clustering phase (cluster sizes, drift from the centres, ARI).
 
-usage: OMP_NUM_THREADS=1 python benchmarks/probe_drift.py [--data DIR] [--files STEM ...]
-       [--seeds 2] [--model-kwargs JSON] [--train-kwargs JSON]
+usage (from the repository root):
+    OMP_NUM_THREADS=1 python -m benchmarks.probe_drift [--data DIR] [--files STEM ...]
+        [--seeds 2] [--model-kwargs JSON] [--train-kwargs JSON]
 
 After every clustering epoch this prints, for the embedding of all cells (eval mode):
 the ARI of the current hard assignments, the cells per cluster, the mean squared distance of a
@@ -16,27 +17,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.data import load_dataset, probe_parser
+
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 os.environ.setdefault("CI", "true")
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def main(argv=None):
-    import quality
     import torch
     from lightning.pytorch.callbacks import Callback
     from sklearn.metrics import adjusted_rand_score
 
     import scsiam
 
-    p = quality.probe_parser(__doc__, files=["mouse_olfactory_bulb_st"], seeds=[2])
+    p = probe_parser(__doc__, files=["mouse_olfactory_bulb_st"], seeds=[2])
     p.add_argument("--model-kwargs", type=json.loads, default={})
     p.add_argument("--train-kwargs", type=json.loads, default={})
     args = p.parse_args(argv)
@@ -58,7 +58,7 @@ def main(argv=None):
             print(
                 f"  epoch {trainer.current_epoch:3d}  ARI {adjusted_rand_score(self.labels, hard):.3f}  "
                 f"cells per cluster {np.bincount(hard, minlength=module.n_clusters).tolist()}  "
-                f"nearest d2 {nearest:.3f}  scale {module.kernel_scale.item():.3f}  "
+                f"nearest d2 {nearest:.3f}  scale {module.cluster_head.kernel_scale.item():.3f}  "
                 f"min centre d2 {between:.3f}  max q {q.max(1).values.mean().item():.2f}",
                 flush=True,
             )
@@ -71,7 +71,7 @@ def main(argv=None):
     train = SiameseCluModel.train
     for stem in args.files:
         for seed in args.seeds:
-            ds = quality.load_dataset(Path(args.data) / f"{stem}.h5ad")
+            ds = load_dataset(Path(args.data) / f"{stem}.h5ad")
             trace = Trace(ds.labels)
 
             def recording_train(self, *a, trace=trace, **kw):  # the callback needs the model's getters

@@ -1,7 +1,8 @@
 """Probe: how the k initial clusters are drawn from the pretrained embedding.
 
-usage: OMP_NUM_THREADS=1 python benchmarks/probe_init.py [--data DIR] [--files STEM ...] [--seeds 0 1 2]
-       [--cache DIR]
+usage (from the repository root):
+    OMP_NUM_THREADS=1 python -m benchmarks.probe_init [--data DIR] [--files STEM ...] [--seeds 0 1 2]
+        [--cache DIR]
 
 The clustering phase starts from KMeans(k) on the pretrained embedding (its centres and cluster
 sizes become the OT prior). This probe compares that partition with alternatives on the same
@@ -20,17 +21,16 @@ prints the reference classes against the KMeans(k) clusters.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.data import load_dataset, probe_parser
+
 warnings.filterwarnings("ignore")
 os.environ.setdefault("CI", "true")
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def kmeans(z, k, seed):
@@ -66,8 +66,6 @@ def modularity(graph, labels) -> float:
 
 def main(argv=None):
     import pandas as pd
-    import quality
-    from probe_autok import _knn, pretrained_embedding
     from sklearn.metrics import (
         adjusted_rand_score,
         calinski_harabasz_score,
@@ -75,10 +73,9 @@ def main(argv=None):
         silhouette_score,
     )
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(Path(__file__).parents[2] / "shared" / "data"))
-    p.add_argument("--files", nargs="*")
-    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    from benchmarks.probe_autok import _knn, pretrained_embedding
+
+    p = probe_parser(__doc__, files=None, seeds=[0, 1, 2])
     p.add_argument("--cache", default="benchmarks/results/autok_cache")
     p.add_argument("--crosstab", action="store_true", help="print reference classes x KMeans(k) clusters")
     args = p.parse_args(argv)
@@ -89,7 +86,7 @@ def main(argv=None):
         paths = [q for q in paths if q.stem in args.files]
     rows = []
     for path in paths:
-        ds = quality.load_dataset(path)
+        ds = load_dataset(path)
         if ds is None:
             continue
         k = len(np.unique(ds.labels))

@@ -1,7 +1,8 @@
 """Probe: how well KMeans separates the reference classes in the pretrained embedding.
 
-usage: OMP_NUM_THREADS=1 python benchmarks/probe_pretrain.py [--data DIR] [--files STEM ...]
-       [--seeds 0] [--model-kwargs JSON] [--train-kwargs JSON]
+usage (from the repository root):
+    OMP_NUM_THREADS=1 python -m benchmarks.probe_pretrain [--data DIR] [--files STEM ...]
+        [--seeds 0] [--model-kwargs JSON] [--train-kwargs JSON]
 
 scsiam's clustering phase starts from KMeans(k) on the embedding learned in the pretraining
 phase. This probe runs ``tl.siamese_clu`` with the given module and training options, stops it
@@ -15,17 +16,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.data import load_dataset, probe_parser
+
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 os.environ.setdefault("CI", "true")
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 class _Pretrained(Exception):
@@ -41,14 +42,14 @@ def _stop_at_init(z, k, seed, **_):
 
 
 def main(argv=None):
-    import quality
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
     import scsiam
-    import scsiam.model._model as model_module
+    import scsiam.model._init as model_module  # where the clustering phase's start is computed
+    from benchmarks.peers import scanpy_pipeline
 
-    p = quality.probe_parser(__doc__, ["human_kidney_top2000"], [0])
+    p = probe_parser(__doc__, ["human_kidney_top2000"], [0])
     p.add_argument("--model-kwargs", type=json.loads, default={})
     p.add_argument("--train-kwargs", type=json.loads, default={})
     args = p.parse_args(argv)
@@ -56,7 +57,7 @@ def main(argv=None):
     kmeans_centers = model_module.kmeans_centers
     for stem in args.files:
         for seed in args.seeds:
-            ds = quality.load_dataset(Path(args.data) / f"{stem}.h5ad")
+            ds = load_dataset(Path(args.data) / f"{stem}.h5ad")
             t0 = time.time()
             model_module.kmeans_centers = _stop_at_init
             try:
@@ -72,7 +73,7 @@ def main(argv=None):
                 model_module.kmeans_centers = kmeans_centers
             seconds = time.time() - t0
             ari_z = adjusted_rand_score(ds.labels, KMeans(ds.k, n_init=10, random_state=seed).fit_predict(z))
-            a = quality._scanpy_pipeline(ds.adata, seed, neighbors=False, scale=False)
+            a = scanpy_pipeline(ds.adata, seed, neighbors=False, scale=False)
             pcs = a.obsm["X_pca"][:, :n_latent]
             ari_pca = adjusted_rand_score(ds.labels, KMeans(ds.k, n_init=10, random_state=seed).fit_predict(pcs))
             print(

@@ -1,11 +1,12 @@
 """Probe: spatially coherent initial clusters on the spatial files.
 
-usage: OMP_NUM_THREADS=1 python benchmarks/probe_spatial_init.py [--data DIR] [--files STEM ...]
-       [--seeds 0 1 2] [--weights 1 2] [--smoothing 0]
+usage (from the repository root):
+    OMP_NUM_THREADS=1 python -m benchmarks.probe_spatial_init [--data DIR] [--files STEM ...]
+        [--seeds 0 1 2] [--weights 1 2] [--smoothing 0]
 
 The clustering phase starts from KMeans(k) on the pretrained embedding. On spatial data,
 Leiden-to-k on the sum of the embedding's 15-NN graph and the 6-NN spatial graph (the
-construction of the ``spatial-leiden-k`` peer in ``quality.py``, with the spatial graph scaled by
+construction of the ``spatial-leiden-k`` peer in ``peers.py``, with the spatial graph scaled by
 a weight) gives spatially coherent communities. This probe starts the clustering phase from the
 centres of those communities instead (their mean embeddings; KMeans fills in when Leiden finds
 fewer than k) and prints, per file, seed and weight, the ARI of the initial partition and of the
@@ -16,29 +17,28 @@ read only to score.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.data import load_dataset, probe_parser
+
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 os.environ.setdefault("CI", "true")
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def spatial_leiden_partition(z, xy, k, seed, weight):
     """Leiden-to-k communities of the embedding's 15-NN graph + ``weight`` × the 6-NN spatial graph."""
-    import quality
-    from probe_autok import _knn
+    from benchmarks.peers import leiden_to_k, summed_spatial_adjacency
+    from benchmarks.probe_autok import _knn
 
     a = _knn(z, seed)
     a.obsm["spatial"] = xy
-    return quality.leiden_to_k(a, k, seed, adjacency=quality.summed_spatial_adjacency(a, weight))[0]
+    return leiden_to_k(a, k, seed, adjacency=summed_spatial_adjacency(a, weight))[0]
 
 
 def _spatial_init(xy, labels, weight, seen, kmeans_centers):
@@ -58,16 +58,12 @@ def _spatial_init(xy, labels, weight, seen, kmeans_centers):
 
 
 def main(argv=None):
-    import quality
     from sklearn.metrics import adjusted_rand_score
 
     import scsiam
-    import scsiam.model._model as model_module
+    import scsiam.model._init as model_module  # where the clustering phase's start is computed
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(Path(__file__).parents[2] / "shared" / "data"))
-    p.add_argument("--files", nargs="*", default=["starmap_mpfc_BZ5", "mouse_olfactory_bulb_st"])
-    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p = probe_parser(__doc__, files=["starmap_mpfc_BZ5", "mouse_olfactory_bulb_st"], seeds=[0, 1, 2])
     p.add_argument("--weights", nargs="*", type=float, default=[1.0, 2.0])
     p.add_argument("--smoothing", type=int, default=0, help="spatial_smoothing steps of the final assignments")
     args = p.parse_args(argv)
@@ -75,7 +71,7 @@ def main(argv=None):
     for stem in args.files:
         for weight in args.weights:
             for seed in args.seeds:
-                ds = quality.load_dataset(Path(args.data) / f"{stem}.h5ad")
+                ds = load_dataset(Path(args.data) / f"{stem}.h5ad")
                 xy = np.asarray(ds.adata.obsm["spatial"])
                 seen: dict = {}
                 init = _spatial_init(xy, ds.labels, weight, seen, kmeans_centers)

@@ -4,8 +4,9 @@ Cells of a real labelled dataset are resampled (with replacement) to N cells and
 redrawn from a Poisson distribution, so every N has realistic sparsity and library sizes. Each
 (method, N) runs in a fresh process, whose own peak resident memory is reported.
 
-usage: python benchmarks/scaling.py [--data ../shared/data/cbmc_citeseq_top2000.h5ad]
-                                    [--sizes 2000 10000 50000 100000 200000] [--out benchmarks/results]
+usage (from the repository root):
+    python -m benchmarks.scaling [--data ../shared/data/cbmc_citeseq_top2000.h5ad]
+        [--sizes 2000 10000 50000 100000 200000] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import subprocess
 import sys
 import time
+
+from benchmarks.data import DEFAULT_DATA
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -125,9 +128,7 @@ def report(rows: list[dict], out: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--data", default=os.path.join(HERE, "..", "..", "shared", "data", "cbmc_citeseq_top2000.h5ad")
-    )
+    p.add_argument("--data", default=str(DEFAULT_DATA / "cbmc_citeseq_top2000.h5ad"))
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000, 50000, 100000, 200000])
     p.add_argument("--methods", nargs="+", default=["scanpy-leiden", "scsiam"])
     p.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -140,8 +141,9 @@ def main(argv=None) -> int:
     rows = []
     for n in args.sizes:
         for m in args.methods:
-            cmd = [sys.executable, os.path.abspath(__file__), "--data", args.data, "--worker", m, str(n)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            cmd = [sys.executable, "-m", "benchmarks.scaling", "--data", os.path.abspath(args.data),
+                   "--worker", m, str(n)]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(HERE))
             res = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not res:
                 print(f"{m} n={n} failed:\n{proc.stderr[-2000:]}", flush=True)

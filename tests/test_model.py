@@ -200,7 +200,10 @@ def test_no_dense_n_by_n(trained):
         assert tuple(t.shape) != (n, n), name
         assert n not in t.shape, f"{name} has shape {tuple(t.shape)} (n_obs={n})"
     for name, t in model.module.state_dict().items():
-        assert n not in t.shape, name
+        # the cluster head's extra state (OT memory, potentials) is a dict of tensors and numbers
+        values = t.values() if isinstance(t, dict) else [t]
+        for v in values:
+            assert not isinstance(v, torch.Tensor) or n not in v.shape, name
 
 
 def test_save_load_round_trip(trained, tmp_path):

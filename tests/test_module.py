@@ -7,11 +7,10 @@ import torch
 from conftest import subsample
 
 import scsiam
-from scsiam.data._graph import ppr_graph, symmetrize
-from scsiam.dataloaders import CSRGraph
-from scsiam.module import SiameseModule
+from scsiam.data import ppr_graph, symmetrize
+from scsiam.dataloaders import CellSource, CSRGraph, GraphDataSplitter
+from scsiam.module import ClusterHead, SiameseModule
 from scsiam.module._components import Fusion, GraphEncoder, SparseLinear, augment_values, drop_edges
-from scsiam.dataloaders import CellSource, GraphDataSplitter
 
 
 # ------------------------------------------------------------------------------- augmentations
@@ -44,6 +43,20 @@ def test_augment_values_semantics():
     assert torch.equal(augment_values(v, "none"), v)
     with pytest.raises(ValueError, match="Unknown feature_augmentation"):
         augment_values(v, "shuffle")
+
+
+def test_augment_values_additive_noise_for_dense_values():
+    p = torch.randn(20_000)  # e.g. CLR protein values, negative ones included
+    torch.manual_seed(0)
+    noise = augment_values(p, "gaussian", sigma=0.1, additive=True) - p
+    assert noise.mean().item() == pytest.approx(0.0, abs=0.01)
+    assert noise.std().item() == pytest.approx(0.1, abs=0.01)
+    # masking and "none" are the same for dense and sparse values
+    torch.manual_seed(1)
+    a = augment_values(p, "mask", mask_rate=0.3, additive=True)
+    torch.manual_seed(1)
+    assert torch.equal(a, augment_values(p, "mask", mask_rate=0.3))
+    assert torch.equal(augment_values(p, "none", additive=True), p)
 
 
 def _edges(n_edges=400, seed=0):
@@ -218,18 +231,18 @@ def test_ema_centres_follow_a_moving_embedding_and_gradient_centres_do_not():
         m.init_centers(torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]]), z0)
         m.set_phase("cluster")
         m.set_bank_limit(1000, 0)
-        scale0 = float(m.kernel_scale)
+        scale0 = float(m.cluster_head.kernel_scale)
         assert m.centers.requires_grad == (update == "gradient")
         m.train()
         for _ in range(20):
-            m.cluster_loss(z0 + shift)
+            m.cluster_head.cluster_loss(z0 + shift)
             m.update_centers()  # the plan calls this after every optimiser step
         moved[update] = (m.centers.detach() - torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])).mean(0)
         if update == "ema":
             # each centre is the mean of its own cells again, and the kernel kept its scale
             torch.testing.assert_close(moved[update], shift, atol=0.1, rtol=0)
             assert m.log_q(z0 + shift).argmax(1).tolist() == [0] * 30 + [1] * 30 + [2] * 30
-            assert 0.5 * scale0 < float(m.kernel_scale) < 2 * scale0
+            assert 0.5 * scale0 < float(m.cluster_head.kernel_scale) < 2 * scale0
         else:  # without an optimiser step nothing moves them
             assert moved[update].abs().max() == 0
     # outside training (prediction) the centres never move
@@ -237,7 +250,7 @@ def test_ema_centres_follow_a_moving_embedding_and_gradient_centres_do_not():
     m.init_centers(torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]]), z0)
     m.eval()
     before = m.centers.detach().clone()
-    m.cluster_loss(z0 + shift)
+    m.cluster_head.cluster_loss(z0 + shift)
     m.update_centers()
     assert torch.equal(m.centers.detach(), before)
     with pytest.raises(ValueError, match="center_update"):
@@ -259,6 +272,81 @@ def test_module_centres_resize_and_log_q():
     torch.testing.assert_close(m.centers, other.centers)
 
 
+def _previous_layout(state: dict, prefix: str = "") -> dict:
+    """A state dict as written before the clustering head was a submodule: no extra state."""
+    return {
+        prefix + k.removeprefix("cluster_head."): v for k, v in state.items() if k != "cluster_head._extra_state"
+    }
+
+
+@pytest.mark.parametrize("head", ["ot", "gmm"])
+def test_state_dict_of_the_previous_layout_loads(head):
+    torch.manual_seed(0)
+    kw = {"n_latent": 4, "n_hidden": 16, "n_graph_hidden": 8, "clustering_head": head}
+    src = SiameseModule(10, **kw)
+    z = torch.randn(60, 4) * 2
+    src.init_centers(torch.randn(5, 4), z)  # a non-uniform prior and a non-unit scale
+    src.cluster_head.log_var.data.normal_()
+    src.cluster_head.log_pi.data.normal_()
+    old = _previous_layout(src.state_dict())
+    assert {"centers", "log_var", "log_pi", "init_prior", "kernel_scale"} <= set(old)
+    fresh = SiameseModule(10, **kw)  # an empty head (k = 0): resized on load
+    fresh.load_state_dict(old)  # strict: every old key has found its place
+    assert fresh.n_clusters == 5
+    for name in ("centers", "log_var", "log_pi", "init_prior", "kernel_scale"):  # not the defaults
+        assert torch.equal(getattr(fresh.cluster_head, name), getattr(src.cluster_head, name)), name
+    assert torch.equal(fresh.log_q(z), src.log_q(z))
+    new, ref = _state_tensors(fresh), _state_tensors(src)
+    assert all(torch.equal(new[k], ref[k]) for k in ref if "_extra_state" not in k)
+    # under a parent (the training plan of a Lightning checkpoint) the keys carry its prefix
+    parent = torch.nn.Module()
+    parent.module = SiameseModule(10, **kw)
+    parent.load_state_dict(_previous_layout(src.state_dict(), prefix="module."))
+    assert torch.equal(parent.module.log_q(z), src.log_q(z))
+    # files older still, without the prior and the scale: uniform prior, unit scale
+    oldest = SiameseModule(10, **kw)
+    oldest.load_state_dict({k: v for k, v in old.items() if k not in ("init_prior", "kernel_scale")})
+    assert torch.equal(oldest.cluster_head.init_prior, torch.full((5,), 0.2))
+    assert float(oldest.cluster_head.kernel_scale) == 1.0
+    assert torch.equal(oldest.centers, src.centers)
+
+
+def test_clustering_state_travels_with_the_state_dict(tmp_path):
+    torch.manual_seed(0)
+    m = SiameseModule(10, n_latent=4, bank_size=64, center_update="ema")
+    z = torch.randn(40, 4)
+    m.init_centers(torch.randn(5, 4), z)
+    m.set_bank_limit(50, 10)
+    m.train()
+    for _ in range(3):
+        m.cluster_head.cluster_loss(z + 0.1 * torch.randn_like(z))
+        m.update_centers()
+    torch.save(m.state_dict(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)  # tensors, ints and dicts only
+    fresh = SiameseModule(10, n_latent=4, bank_size=64, center_update="ema")  # empty head, k = 0
+    fresh.load_state_dict(state)
+    head, ref = fresh.cluster_head, m.cluster_head
+    for name in ("bank", "bank_fill", "bank_ptr", "ot_log_v", "ot_steps", "center_mass", "centers", "kernel_scale"):
+        assert torch.equal(getattr(head, name), getattr(ref, name)), name
+    assert head.bank_limit == ref.bank_limit == 40 and int(head.bank_fill) == 40 and int(head.ot_steps) == 3
+    # the next clustering step (with its Sinkhorn refresh) continues alike
+    assert torch.equal(head.cluster_loss(z)[0], ref.cluster_loss(z)[0]) and torch.equal(head.ot_log_v, ref.ot_log_v)
+    # the extra state is a copy, not a view of the live memory
+    extra = ref.get_extra_state()
+    ref._push_bank(torch.full((4, 4), 7.0))
+    assert not torch.equal(extra["bank"], ref.bank)
+    # it loads into a head of another size (k and memory), which takes its sizes
+    other = ClusterHead(4, bank_size=8)
+    other.set_extra_state(extra)
+    assert other.ot_log_v.shape == (5,) and other.bank.shape == (64, 4)
+    # a state dict without the extra state (earlier files) keeps the head's own state
+    kept = SiameseModule(10, n_latent=4, bank_size=64, n_clusters=5)
+    kept.cluster_head.set_bank_limit(50, 10)
+    kept.cluster_head._push_bank(z)
+    kept.load_state_dict({k: v for k, v in m.state_dict().items() if not k.endswith("_extra_state")})
+    assert int(kept.cluster_head.bank_fill) == 40 and torch.equal(kept.centers, ref.centers)
+
+
 def test_reseed_empty_centers_moves_them_into_the_largest_cluster():
     torch.manual_seed(0)
     m = SiameseModule(10, n_latent=2, bank_size=64)
@@ -266,7 +354,7 @@ def test_reseed_empty_centers_moves_them_into_the_largest_cluster():
     z = torch.cat([torch.randn(40, 2) * 0.1, torch.randn(20, 2) * 0.1 + 5.0])
     m.init_centers(torch.tensor([[0.0, 0.0], [5.0, 5.0], [100.0, 100.0]]), z)
     m.set_bank_limit(200, 0)
-    m._push_bank(z)
+    m.cluster_head._push_bank(z)
     # nothing to do while every cluster holds cells
     assert m.reseed_empty_centers(torch.tensor([40.0, 20.0, 1.0])).numel() == 0
     assert torch.equal(m.centers[2], torch.tensor([100.0, 100.0]))
@@ -288,6 +376,17 @@ def test_sample_is_not_supported():
 
 
 # ------------------------------------------------------------------------------- no n_obs-sized state
+def _state_tensors(module) -> dict:
+    """The tensors of a state dict, those of extra state (a dict) included as ``key/entry``."""
+    out = {}
+    for key, value in module.state_dict().items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, v in items:
+            if isinstance(v, torch.Tensor):
+                out[key if sub is None else f"{key}/{sub}"] = v
+    return out
+
+
 def _model_on(adata):
     scsiam.SiameseCluModel.setup_anndata(adata, n_neighbors=10, n_pcs=20)
     return scsiam.SiameseCluModel(adata, n_clusters=4)
@@ -301,11 +400,11 @@ def test_no_parameter_scales_with_n_obs(worm_full):
     shapes_large = [(n, tuple(p.shape)) for n, p in m_large.module.named_parameters()]
     assert shapes_small == shapes_large
     assert len(shapes_small) > 10
-    sd_small = {k: tuple(v.shape) for k, v in m_small.module.state_dict().items()}
-    sd_large = {k: tuple(v.shape) for k, v in m_large.module.state_dict().items()}
-    assert sd_small == sd_large
+    sd_small, sd_large = _state_tensors(m_small.module), _state_tensors(m_large.module)
+    assert {k: tuple(v.shape) for k, v in sd_small.items()} == {k: tuple(v.shape) for k, v in sd_large.items()}
+    assert "cluster_head._extra_state/bank" in sd_small
     for m, n in ((m_small, 200), (m_large, 400)):
-        for name, t in m.module.state_dict().items():
+        for name, t in _state_tensors(m.module).items():
             assert n not in t.shape, f"{name} has shape {tuple(t.shape)} with n_obs={n}"
         for name, t in m.module.named_buffers():
             assert n not in t.shape, f"buffer {name} has shape {tuple(t.shape)} with n_obs={n}"

@@ -14,12 +14,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from test_losses import sinkhorn_target  # a dense reference kept with the loss tests
 
 from scsiam._utils import check_n_clusters
 from scsiam.data import gcn_normalize, ppr_graph, symmetrize
-from scsiam.dataloaders import CSRGraph
-from scsiam.module._losses import jsd, sinkhorn_target
-from scsiam.dataloaders import CellSource, GraphDataSplitter
+from scsiam.dataloaders import CellSource, CSRGraph, GraphDataSplitter
+from scsiam.module._losses import jsd
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

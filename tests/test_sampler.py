@@ -6,8 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from scsiam.data import ppr_graph, symmetrize
-from scsiam.dataloaders import CSRGraph, sample_subgraph
-from scsiam.dataloaders import CellSource, GraphDataSplitter, make_batch
+from scsiam.dataloaders import CellSource, CSRGraph, GraphDataSplitter, make_batch, sample_subgraph
 
 
 def random_graph(n=120, density=0.15, seed=0) -> sp.csr_matrix:

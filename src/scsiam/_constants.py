@@ -4,8 +4,6 @@ from typing import NamedTuple
 
 
 class _SiamRegistryKeys(NamedTuple):
-    X_KEY: str = "X"
-    BATCH_KEY: str = "batch"
     GRAPH_KEY: str = "graph"
     PROTEIN_KEY: str = "protein"
 

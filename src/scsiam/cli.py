@@ -87,26 +87,23 @@ def _train_kwargs(args) -> dict:
     return {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
 
 
-def _max_epochs(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--max-epochs must be an integer, got {value!r}") from e
-    if n < 2:
-        raise argparse.ArgumentTypeError("--max-epochs must be at least 2 (one per training phase)")
-    return n
+def _int_at_least(flag: str, minimum: int, why: str = ""):
+    """An argparse type: an integer of at least ``minimum``, with an error naming ``flag``."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {value!r}") from e
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least {minimum}{why}")
+        return n
+
+    return parse
 
 
-def _n_clusters(value: str) -> int:
-    try:
-        k = int(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--n-clusters must be an integer, got {value!r}") from e
-    if k < 2:
-        raise argparse.ArgumentTypeError("--n-clusters must be at least 2")
-    return k
-
-
+_max_epochs = _int_at_least("--max-epochs", 2, " (one per training phase)")
+_n_clusters = _int_at_least("--n-clusters", 2)
 EPOCHS_HELP = "training epochs over both phases (default: chosen from the number of cells)"
 
 

@@ -62,10 +62,8 @@ class GraphDataSplitter(pl.LightningDataModule):
         self.source, self.graph, self.ppr = source, graph, ppr
         self.batch_size = int(batch_size)
         self.fanout, self.num_hops, self.seed = fanout, int(num_hops), int(seed)
+        # read by scvi-tools' runner: every cell trains, none is held out (a transductive graph model)
         self.n_train, self.n_val = source.n_obs, 0
-        self.train_idx = np.arange(source.n_obs)
-        self.val_idx = np.array([], dtype=np.int64)
-        self.test_idx = np.array([], dtype=np.int64)
         self._epoch = 0
 
     @property

@@ -1,5 +1,6 @@
 """The torch network of scSiameseClu."""
 
+from ._cluster_head import ClusterHead
 from ._module import SiameseModule
 
-__all__ = ["SiameseModule"]
+__all__ = ["ClusterHead", "SiameseModule"]

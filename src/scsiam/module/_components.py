@@ -7,13 +7,20 @@ import torch.nn as nn
 from scvi.nn import FCLayers
 
 
-def augment_values(v: torch.Tensor, mode: str, *, sigma: float = 0.1, mask_rate: float = 0.2) -> torch.Tensor:
-    """Stochastic expression view on the stored (non-zero) values of a sparse matrix.
+def augment_values(
+    v: torch.Tensor, mode: str, *, sigma: float = 0.1, mask_rate: float = 0.2, additive: bool = False
+) -> torch.Tensor:
+    """Stochastic view of feature values: gaussian noise or masking.
 
-    ``"gaussian"``: multiplicative noise ``x ⊙ n, n ~ N(1, σ²)`` (zeros stay zero, so only the
-    stored values need noise); ``"mask"``: zero a random fraction ``mask_rate`` of the values.
+    ``"gaussian"``: multiplicative noise ``x ⊙ n, n ~ N(1, σ²)``, for the stored (non-zero)
+    values of a sparse expression matrix (zeros stay zero, so only the stored values need
+    noise); with ``additive=True`` additive noise ``x + σ ε, ε ~ N(0, 1)``, for dense,
+    normalised values such as CLR protein. ``"mask"``: zero a random fraction ``mask_rate`` of
+    the values. ``"none"``: the values unchanged.
     """
     if mode == "gaussian":
+        if additive:
+            return v + sigma * torch.randn_like(v)
         return v * (1.0 + sigma * torch.randn_like(v))
     if mode == "mask":
         return v * (torch.rand_like(v) >= mask_rate).to(v.dtype)
@@ -22,11 +29,33 @@ def augment_values(v: torch.Tensor, mode: str, *, sigma: float = 0.1, mask_rate:
     raise ValueError(f"Unknown feature_augmentation {mode!r}; use 'gaussian', 'mask' or 'none'.")
 
 
+def check_choice(name: str, value, choices) -> None:
+    """Raise a ``ValueError`` naming the option when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}.")
+
+
 def csr_head(x: torch.Tensor, n: int) -> torch.Tensor:
-    """The first ``n`` rows of a sparse CSR tensor (e.g. the seed cells of a subgraph)."""
+    """The first ``n`` rows of a sparse CSR tensor (e.g. the seed cells of a subgraph).
+
+    ``csr_head(adj, n) @ h`` is rows ``:n`` of the propagation ``Â h`` for the normalised
+    adjacency of :func:`normalized_adjacency`.
+    """
     indptr = x.crow_indices()
     end = int(indptr[n])
     return torch.sparse_csr_tensor(indptr[: n + 1], x.col_indices()[:end], x.values()[:end], (n, x.shape[1]))
+
+
+def log_normalize_csr(indptr: torch.Tensor, values: torch.Tensor, target_sum) -> torch.Tensor:
+    """``log1p(x / library · target_sum)`` of the stored values of a CSR count matrix.
+
+    Libraries (row sums) below 1 count as 1.
+    """
+    n_rows = indptr.numel() - 1
+    row = torch.repeat_interleave(torch.arange(n_rows, device=values.device), indptr.diff())
+    lib = torch.zeros(n_rows, device=values.device, dtype=values.dtype).index_add_(0, row, values)
+    lib = lib.clamp_min(1.0)
+    return torch.log1p(values / lib[row] * target_sum)
 
 
 class SparseLinear(nn.Module):

@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ._components import csr_head
+
 
 def student_t_log_q(
     z: torch.Tensor, centers: torch.Tensor, nu: float = 1.0, scale: float | torch.Tensor = 1.0
@@ -70,24 +72,6 @@ def sinkhorn_potentials(
 def ot_target(log_q: torch.Tensor, log_v: torch.Tensor, eps: float) -> torch.Tensor:
     """OT target rows ``P_i = softmax(log Q_i / eps + log v)`` given Sinkhorn column potentials."""
     return torch.softmax(log_q.detach() / eps + log_v, dim=1)
-
-
-@torch.no_grad()
-def sinkhorn_target(
-    log_q: torch.Tensor,
-    col_marginal: torch.Tensor | None = None,
-    *,
-    eps: float = 0.1,
-    n_iter: int = 1000,
-    tol: float = 1e-6,
-) -> torch.Tensor:
-    """Optimal-transport target ``P`` for soft assignments ``Q`` (rows of ``P`` sum to 1).
-
-    Entropic OT with cost ``-log Q``, uniform row marginals and the given column marginal
-    (uniform when ``None``): column sums of ``P / n`` match the column marginal.
-    """
-    log_v = sinkhorn_potentials(log_q, col_marginal, eps=eps, n_iter=n_iter, tol=tol)
-    return ot_target(log_q.double(), log_v.double(), eps).to(log_q.dtype)
 
 
 def nb_log_likelihood_sparse(
@@ -199,12 +183,59 @@ def edge_reconstruction_loss(
     return F.binary_cross_entropy_with_logits(logits, labels)
 
 
-def propagate(h: torch.Tensor, adj: torch.Tensor, n_rows: int | None = None) -> torch.Tensor:
-    """Rows ``:n_rows`` of ``Â h`` for a normalised sparse CSR adjacency ``Â`` (see ``normalized_adjacency``)."""
-    n_rows = adj.shape[0] if n_rows is None else n_rows
-    indptr = adj.crow_indices()
-    end = int(indptr[n_rows])
-    head = torch.sparse_csr_tensor(
-        indptr[: n_rows + 1], adj.col_indices()[:end], adj.values()[:end], (n_rows, adj.shape[1])
+def view_pair_loss(
+    z1: torch.Tensor, z2: torch.Tensor, kind: str = "correlation", temperature: float = 0.5
+) -> torch.Tensor:
+    """Fusion (refinement) loss of two views: ``"correlation"`` (sample and feature level) or NT-Xent."""
+    if kind == "contrastive":
+        return nt_xent(z1, z2, temperature)
+    return sample_correlation_loss(z1, z2) + feature_correlation_loss(z1, z2)
+
+
+def graph_view_losses(views, edges, n_seed: int, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edge reconstruction and JSD propagation regulariser of the two graph views of a batch.
+
+    ``views`` and ``edges`` are the per-view outputs of ``SiameseModule.inference`` (graph
+    layer outputs ``hs``, normalised adjacency ``adj``, edge lists); the propagation term
+    compares each layer's output of the seeds with its propagation ``Â h``. ``zero`` starts
+    the sum (a zero that is part of the loss's graph).
+    """
+    v1, v2 = views
+    (e1, _), (e2, _) = edges
+    l_graph = 0.5 * (
+        edge_reconstruction_loss(v1["z_graph_all"], e1, n_seed)
+        + edge_reconstruction_loss(v2["z_graph_all"], e2, n_seed)
     )
-    return head @ h
+    l_prop = zero
+    for v in (v1, v2):
+        for h in v["hs"]:
+            l_prop = l_prop + jsd(csr_head(v["adj"], n_seed) @ h, h[:n_seed]) / (2 * len(v["hs"]))
+    return l_graph, l_prop
+
+
+def reconstruction_loss(
+    tensors, inference_outputs, generative_outputs, n_seed: int, likelihood: str, w_protein: float
+) -> torch.Tensor:
+    """Per-cell reconstruction loss of the seed cells of a batch of ``SiameseModule``.
+
+    The expression term is the negative log-likelihood averaged over the genes (``"nb"``,
+    ``"zinb"``) or the mean squared error on the normalised values (``"gaussian"``); with
+    proteins, ``w_protein`` times their mean squared error is added.
+    """
+    if likelihood == "gaussian":
+        rec = F.mse_loss(generative_outputs["mean"], inference_outputs["xn"], reduction="none").mean(1)
+    elif likelihood == "nb":
+        px = generative_outputs["px"]
+        indptr = tensors["X_indptr"][: n_seed + 1]
+        end = int(indptr[-1])
+        ll = nb_log_likelihood_sparse(
+            px.mu, px.theta, indptr, tensors["X_indices"][:end], tensors["X_values"][:end]
+        )
+        rec = -ll / px.mu.shape[1]  # mean over the genes
+    else:
+        rec = -generative_outputs["px"].log_prob(tensors["X"][:n_seed]).mean(1)
+    if "protein_mean" in generative_outputs:
+        rec = rec + w_protein * F.mse_loss(
+            generative_outputs["protein_mean"], tensors["protein"][:n_seed], reduction="none"
+        ).mean(1)
+    return rec

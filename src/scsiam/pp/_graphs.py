@@ -38,10 +38,7 @@ def spatial_graph(
     copy
         Return a copy instead of writing in place.
     """
-    if spatial_key not in adata.obsm:
-        raise KeyError(f"spatial_key={spatial_key!r} is not in adata.obsm (keys: {list(adata.obsm.keys())}).")
-    if library_key is not None and library_key not in adata.obs:
-        raise KeyError(f"library_key={library_key!r} is not a column of adata.obs.")
+    _check_keys(adata, spatial_key, library_key)
     n_neighs = _neighbour_count("n_neighs", n_neighs, 1, adata.n_obs)
     groups = None if library_key is None else adata.obs[library_key].to_numpy()
     A = spatial_knn_graph(adata.obsm[spatial_key], n_neighs=n_neighs, groups=groups)
@@ -96,10 +93,7 @@ def combined_graph(
     copy
         Return a copy instead of writing in place.
     """
-    if spatial_key not in adata.obsm:
-        raise KeyError(f"spatial_key={spatial_key!r} is not in adata.obsm (keys: {list(adata.obsm.keys())}).")
-    if library_key is not None and library_key not in adata.obs:
-        raise KeyError(f"library_key={library_key!r} is not a column of adata.obs.")
+    _check_keys(adata, spatial_key, library_key)
     if not 0.0 <= spatial_weight <= 1.0:
         raise ValueError(f"spatial_weight must lie in [0, 1], got {spatial_weight}.")
     n_neighbors = _neighbour_count("n_neighbors", n_neighbors, 2, adata.n_obs)
@@ -123,3 +117,10 @@ def _neighbour_count(name: str, value, minimum: int, n_obs: int) -> int:
     if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}.")
     return int(min(value, max(n_obs - 1, minimum)))
+
+
+def _check_keys(adata, spatial_key: str, library_key: str | None) -> None:
+    if spatial_key not in adata.obsm:
+        raise KeyError(f"spatial_key={spatial_key!r} is not in adata.obsm (keys: {list(adata.obsm.keys())}).")
+    if library_key is not None and library_key not in adata.obs:
+        raise KeyError(f"library_key={library_key!r} is not a column of adata.obs.")

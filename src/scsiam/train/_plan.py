@@ -6,6 +6,9 @@ import numpy as np
 import torch
 from scvi.train import TrainingPlan
 
+# entries of the clustering head's extra state that checkpoints of earlier versions kept in "scsiam"
+_HEAD_STATE = ("bank", "bank_fill", "bank_ptr", "ot_log_v", "ot_steps", "center_mass")
+
 
 class SiameseTrainingPlan(TrainingPlan):
     """Lightning plan for :class:`~scsiam.module.SiameseModule`.
@@ -77,16 +80,18 @@ class SiameseTrainingPlan(TrainingPlan):
 
     def training_step(self, batch, batch_idx):
         lam = self.current_cluster_weight
-        inference_outputs = self.module.inference(batch, augment=True)
-        gen_in = self.module._get_generative_input(batch, inference_outputs)
-        generative_outputs = self.module.generative(**gen_in)
-        out = self.module.loss(batch, inference_outputs, generative_outputs, cluster_weight=lam)
+        inference_outputs, _, out = self.forward(
+            batch, inference_kwargs={"augment": True}, loss_kwargs={"cluster_weight": lam}
+        )
         n_seed = int(batch["n_seed"])
         check_loss_finite(out)
         if self._assign is not None and self.module.n_clusters > 0:
             with torch.no_grad():
                 hard = self.module.log_q(inference_outputs["z"].detach()).argmax(1).cpu().numpy()
             self._assign[batch["ind_x"][:n_seed].cpu().numpy()] = hard
+        # not scvi's compute_and_log_metrics: it also logs the ELBO collection, which for this
+        # loss is "elbo_train" and "reconstruction_loss_train" (both the "loss_reconstruction_train"
+        # below again) and "kl_local_train" / "kl_global_train" (always 0)
         self.log("train_loss", out.loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n_seed)
         for k, v in out.extra_metrics.items():
             self.log(f"{k}_train", v, on_step=False, on_epoch=True, batch_size=n_seed)
@@ -95,7 +100,7 @@ class SiameseTrainingPlan(TrainingPlan):
 
     def configure_optimizers(self):
         config = super().configure_optimizers()
-        centers = self.module.centers
+        centers = self.module.cluster_head.centers
         if self.phase == "cluster" and self.center_lr is not None and centers.requires_grad:
             # the centres in a group of their own, at their own learning rate
             opt = config["optimizer"]
@@ -129,14 +134,14 @@ class SiameseTrainingPlan(TrainingPlan):
         self._prev = cur
 
     def _reseed(self, assign: np.ndarray) -> None:
-        m, strategy = self.module, self.trainer.strategy
+        m, strategy = self.module.cluster_head, self.trainer.strategy
         k = m.n_clusters
         counts = torch.as_tensor(np.bincount(assign[assign >= 0], minlength=k)[:k], device=self.device)
         # under DDP every rank holds its own share of cells and of the OT memory: sum the counts,
         # and keep rank 0's centres
         counts = strategy.reduce(counts.float(), reduce_op="sum")
         before = m.centers.detach().clone()
-        m.reseed_empty_centers(counts)
+        self.module.reseed_empty_centers(counts)  # the module's entry point
         for param in (m.centers, m.log_var, m.log_pi):
             param.data.copy_(strategy.broadcast(param.data, src=0))
         moved = (m.centers.detach() != before).any(1).nonzero().flatten()
@@ -151,18 +156,15 @@ class SiameseTrainingPlan(TrainingPlan):
 
     # ------------------------------------------------------------------ checkpoint and resume
     def on_save_checkpoint(self, checkpoint) -> None:
-        """Store what a resumed run needs to continue exactly: RNG, sampler epoch, OT memory, assignments."""
-        m = self.module
+        """Store what a resumed run needs besides the state dict: RNG, sampler epoch, options, assignments.
+
+        The transient state of the clustering head (its OT memory and potentials) is part of
+        the module's state dict (:meth:`~scsiam.module.ClusterHead.get_extra_state`).
+        """
         checkpoint["scsiam"] = {
             "torch_rng": torch.get_rng_state(),
             "sampler_epoch": getattr(self.trainer.datamodule, "epoch", None),
-            "bank": m.bank.detach().cpu().clone(),
-            "bank_fill": int(m.bank_fill),
-            "bank_ptr": int(m.bank_ptr),
-            "ot_log_v": m.ot_log_v.detach().cpu().clone(),
-            "ot_steps": int(m.ot_steps),
-            "center_mass": m.center_mass.detach().cpu().clone(),
-            "options": clustering_options(m, self.anneal_lr, self.center_lr),
+            "options": clustering_options(self.module, self.anneal_lr, self.center_lr),
             "assign": None if self._assign is None else torch.from_numpy(self._assign.copy()),
             "prev": None if self._prev is None else torch.from_numpy(self._prev.copy()),
         }
@@ -171,18 +173,13 @@ class SiameseTrainingPlan(TrainingPlan):
         state = checkpoint.get("scsiam")
         if state is None:
             return
-        m = self.module
         torch.set_rng_state(state["torch_rng"])
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and state["sampler_epoch"] is not None:
             dm.set_epoch(state["sampler_epoch"])
-        m.bank.copy_(state["bank"].to(m.bank.device))
-        m.bank_fill.fill_(state["bank_fill"])
-        m.bank_ptr.fill_(state["bank_ptr"])
-        m.ot_log_v = state["ot_log_v"].to(m.centers.device)
-        m.ot_steps.fill_(state["ot_steps"])
-        if "center_mass" in state:
-            m.center_mass = state["center_mass"].to(m.centers.device)
+        if "bank" in state:  # written before the head's state was part of the state dict
+            extra = {k: v for k, v in state.items() if k in _HEAD_STATE}
+            checkpoint["state_dict"].setdefault("module.cluster_head._extra_state", extra)
         if state["assign"] is not None:
             self._assign = state["assign"].numpy().copy()
         self._prev = None if state["prev"] is None else state["prev"].numpy().copy()
