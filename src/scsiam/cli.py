@@ -9,19 +9,13 @@ import time
 
 
 def _cluster(args) -> int:
-    import anndata as ad
-
     import scsiam
 
-    if not os.path.exists(args.input):
-        print(f"error: input file {args.input!r} does not exist", file=sys.stderr)
+    problem = _check_paths(args.input, args.output)
+    if problem:  # checked before fitting, so that a long run is not lost at the end
+        print(f"error: {problem}", file=sys.stderr)
         return 2
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
-        # checked before fitting, so that a long run is not lost at the end
-        print(f"error: cannot write {args.output!r}: folder {out_dir!r} does not exist or is not writable", file=sys.stderr)
-        return 2
-    adata = ad.read_h5ad(args.input)
+    adata = _read_input(args.input)
     truth = None
     if args.labels_key is not None:
         if args.labels_key not in adata.obs:
@@ -41,7 +35,7 @@ def _cluster(args) -> int:
         train_kwargs=_train_kwargs(args),
     )
     secs = time.perf_counter() - t0
-    adata.write_h5ad(args.output)
+    _write_atomically(adata, args.output)
     params = adata.uns["siamese_clu"]["params"]
     k, found = params["n_clusters"], params.get("n_clusters_found", params["n_clusters"])
     held = f" ({found} hold cells)" if found != k else ""
@@ -51,6 +45,50 @@ def _cluster(args) -> int:
         line += f"\nARI {m['ARI']:.3f}  NMI {m['NMI']:.3f}  ACC {m['ACC']:.3f}"
     print(line)
     return 0
+
+
+def _check_paths(input_path: str, output: str) -> str | None:
+    """What is wrong with the input or output path, or ``None``."""
+    if not os.path.exists(input_path):
+        return f"input file {input_path!r} does not exist"
+    if os.path.isdir(input_path):
+        return f"input {input_path!r} is a folder; pass an .h5ad file"
+    if os.path.isdir(output):
+        return f"cannot write {output!r}: it is a folder; name the output file (e.g. {os.path.join(output, 'out.h5ad')!r})"
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        return f"cannot write {output!r}: folder {out_dir!r} does not exist or is not writable"
+    return None
+
+
+def _read_input(path: str):
+    """The AnnData in ``path``; a file that is not one gives an error naming it."""
+    import anndata as ad
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{path!r} is not an .h5ad file (not HDF5: a text, CSV or truncated file?)")
+    try:
+        return ad.read_h5ad(path)
+    except Exception as e:
+        raise ValueError(f"{path!r} could not be read as an AnnData ({type(e).__name__}: {str(e)[:200]})") from e
+
+
+def _write_atomically(adata, output: str) -> None:
+    """Write to a temporary file in the output's folder, then move it into place (input == output is safe)."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(output))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".scsiam-", suffix=".h5ad")
+    os.close(fd)
+    try:
+        adata.write_h5ad(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _demo(args) -> int:
@@ -87,8 +125,8 @@ def _train_kwargs(args) -> dict:
     return {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
 
 
-def _int_at_least(flag: str, minimum: int, why: str = ""):
-    """An argparse type: an integer of at least ``minimum``, with an error naming ``flag``."""
+def _int_at_least(flag: str, minimum: int, why: str = "", maximum: int | None = None):
+    """An argparse type: an integer of at least ``minimum`` (and at most ``maximum``), errors naming ``flag``."""
 
     def parse(value: str) -> int:
         try:
@@ -97,6 +135,8 @@ def _int_at_least(flag: str, minimum: int, why: str = ""):
             raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {value!r}") from e
         if n < minimum:
             raise argparse.ArgumentTypeError(f"{flag} must be at least {minimum}{why}")
+        if maximum is not None and n > maximum:
+            raise argparse.ArgumentTypeError(f"{flag} must be at most {maximum}")
         return n
 
     return parse
@@ -104,6 +144,7 @@ def _int_at_least(flag: str, minimum: int, why: str = ""):
 
 _max_epochs = _int_at_least("--max-epochs", 2, " (one per training phase)")
 _n_clusters = _int_at_least("--n-clusters", 2)
+_seed = _int_at_least("--seed", 0, maximum=2**32 - 1)
 EPOCHS_HELP = "training epochs over both phases (default: chosen from the number of cells)"
 
 
@@ -120,12 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--spatial-smoothing", type=int, default=0,
         help="with --spatial-key: average soft assignments over spatial neighbours this many times (default 0)",
     )  # fmt: skip
-    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     c.add_argument("--max-epochs", type=_max_epochs, default=None, help=EPOCHS_HELP)
     c.add_argument("--labels-key", default=None, help="obs column of reference labels, used only to print ARI/NMI/ACC after fitting")
     c.set_defaults(func=_cluster)
     d = sub.add_parser("demo", help="cluster the shipped worm-neuron dataset and print ARI/NMI against PCA+KMeans")
-    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     d.add_argument("--max-epochs", type=_max_epochs, default=None, help=EPOCHS_HELP)
     d.set_defaults(func=_demo)
     return p
@@ -167,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             return args.func(args)
+        except KeyboardInterrupt:
+            print("interrupted: nothing was written", file=sys.stderr)
+            return 130
         except (ValueError, TypeError, KeyError, OSError) as e:
             message = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) adds quotes
             print(f"error: {message}", file=sys.stderr)

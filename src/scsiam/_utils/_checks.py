@@ -18,6 +18,13 @@ def matrix_values(X) -> np.ndarray:
 
 
 def check_finite(X, where: str = "adata.X") -> None:
+    """Refuse non-numeric matrices and NaN or infinite values, naming ``where``."""
+    dtype = getattr(X, "dtype", None)
+    if dtype is not None and dtype.kind not in "biuf":
+        raise TypeError(
+            f"{where} has dtype {dtype}, not numbers; convert it first, e.g. `adata.X = adata.X.astype(np.float32)` "
+            "(a column of text in the source table can cause this)."
+        )
     vals = matrix_values(X)
     if vals.size and not np.isfinite(vals).all():
         n_bad = int((~np.isfinite(vals)).sum())
@@ -25,6 +32,39 @@ def check_finite(X, where: str = "adata.X") -> None:
             f"{where} contains {n_bad} NaN or infinite value(s). Remove or impute them first, e.g. "
             "`adata.X = np.nan_to_num(adata.X)`, or filter the affected cells/genes."
         )
+
+
+def check_signal(X, where: str = "adata.X") -> None:
+    """Refuse a matrix in which fewer than two genes vary across cells (all zero, constant, one gene).
+
+    Gene selection, PCA and the kNN graph have nothing to work with then; scanpy's own code
+    would fail deep inside (or, for ``seurat_v3`` on an all-zero matrix, crash the process).
+    """
+    n_obs, n_vars = X.shape
+    if sp.issparse(X):
+        X = sp.csc_matrix(X)
+        nnz = np.diff(X.indptr)
+        hi = np.asarray(X.max(axis=0).todense()).ravel()
+        lo = np.asarray(X.min(axis=0).todense()).ravel()
+        varying = ((nnz > 0) & (nnz < n_obs) & ((hi != 0) | (lo != 0))) | (hi != lo)
+    else:
+        A = np.asarray(X)
+        varying = A.max(axis=0) != A.min(axis=0) if A.size else np.zeros(n_vars, dtype=bool)
+    n_varying = int(np.count_nonzero(varying))
+    if n_varying < 2:
+        what = "every value is the same" if n_vars > 1 and n_varying == 0 else f"{n_varying} of {n_vars} gene(s) vary"
+        raise ValueError(
+            f"{where} holds no signal to cluster: {what} across the {n_obs} cells (at least 2 varying genes are "
+            "needed). Check that the right layer holds the counts (layer=...) and that the data were not "
+            "over-filtered."
+        )
+
+
+def check_not_negative(X, where: str, why: str) -> None:
+    """Refuse negative values (e.g. new cells for a model of counts)."""
+    vals = matrix_values(X)
+    if vals.size and vals.min() < 0:
+        raise ValueError(f"{where} holds {int((vals < 0).sum())} negative value(s); {why}")
 
 
 def check_batch_complete(values, batch_key: str) -> None:

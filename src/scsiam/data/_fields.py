@@ -58,6 +58,7 @@ class ObspField(BaseAnnDataField):
             raise ValueError(
                 f"adata.obsp[{self.attr_key!r}] contains NaN or inf edge weights; fix or rebuild the graph."
             )
+        check_graph_weights(G, f"adata.obsp[{self.attr_key!r}]")
 
     def register_field(self, adata) -> dict:
         super().register_field(adata)
@@ -74,3 +75,24 @@ class ObspField(BaseAnnDataField):
 
 
 MuDataObspField = MuDataWrapper(ObspField)
+
+
+def check_graph_weights(G, where: str) -> None:
+    """Refuse negative or all-zero edge weights; warn about a distance graph given as connectivities."""
+    import warnings
+
+    data = G.data
+    if data.size and data.min() < 0:
+        raise ValueError(
+            f"{where} has {int((data < 0).sum())} negative edge weight(s); a cell graph needs non-negative "
+            "similarities (e.g. scanpy's 'connectivities')."
+        )
+    if not data.size or not data.any():
+        raise ValueError(f"{where} has no edge of positive weight; compute a cell graph first (sc.pp.neighbors).")
+    if "distances" in where or data.max() > 1.0 + 1e-6 and np.median(data) > 1.0:
+        warnings.warn(
+            f"{where} looks like a graph of distances (large weights mean far apart), while scsiam reads edge "
+            "weights as similarities; pass the connectivities instead (e.g. obsp='connectivities').",
+            UserWarning,
+            stacklevel=4,
+        )

@@ -4,6 +4,7 @@ values, the given graph, coordinates, the private working copy and its highly va
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -139,14 +140,29 @@ def spatial_coords(target, data, spatial_key):
         return None
     for holder in (target, data):
         if spatial_key in holder.obsm:
-            coords = np.asarray(holder.obsm[spatial_key], dtype=np.float64)
-            if coords.ndim != 2 or coords.shape[1] < 2 or not np.isfinite(coords).all():
-                raise ValueError(f"obsm[{spatial_key!r}] must be finite (n_obs, 2+) coordinates.")
-            return coords[:, :2]
+            return check_coordinates(holder.obsm[spatial_key], f"obsm[{spatial_key!r}]")
     raise KeyError(
         f"spatial_key={spatial_key!r} is not in obsm (keys: {list(target.obsm.keys())}). "
         "Pass the obsm key holding the coordinates (usually 'spatial')."
     )
+
+
+def check_coordinates(values, where: str) -> np.ndarray:
+    """The first two columns of spatial coordinates as float64: numeric, finite, (n_obs, 2+); warns when all equal."""
+    try:
+        coords = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{where} must hold numeric coordinates; it has non-numeric entries ({e}).") from e
+    if coords.ndim != 2 or coords.shape[1] < 2 or not np.isfinite(coords).all():
+        raise ValueError(f"{where} must be finite (n_obs, 2+) coordinates.")
+    coords = coords[:, :2]
+    if coords.shape[0] > 1 and (coords == coords[0]).all():
+        warnings.warn(
+            f"Every cell has the same coordinates in {where}: the spatial graph joins cells at random. Check the key.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return coords
 
 
 def batch_values(target, data, batch_key):
@@ -212,5 +228,25 @@ def hvg_mask(work: AnnData, n_top_genes: int) -> np.ndarray:
             tmp = AnnData(X=work.X.copy())
             sc.pp.normalize_total(tmp)
             sc.pp.log1p(tmp)
+    if float(np.max(tmp.X.data if sp.issparse(tmp.X) else tmp.X, initial=0.0)) > 50:
+        # the "seurat" flavour reads values as log1p and takes expm1, which overflows here
+        # (values above e^50: not log-transformed); rank genes by their variance instead
+        warnings.warn(
+            "The values are not raw counts and look unlogged (above 50); highly variable genes are chosen by "
+            "variance. Log-transform them (sc.pp.log1p) or pass raw counts for scanpy's gene selection.",
+            UserWarning,
+            stacklevel=4,
+        )
+        var = np.asarray(_column_variance(tmp.X))
+        mask = np.zeros(tmp.n_vars, dtype=bool)
+        mask[np.argsort(-var, kind="stable")[:n_top_genes]] = True
+        return mask
     sc.pp.highly_variable_genes(tmp, n_top_genes=n_top_genes, flavor="seurat")
     return tmp.var["highly_variable"].to_numpy()
+
+
+def _column_variance(X) -> np.ndarray:
+    if sp.issparse(X):
+        mean = np.asarray(X.mean(0)).ravel()
+        return np.asarray(X.multiply(X).mean(0)).ravel() - mean**2
+    return np.asarray(X, dtype=np.float64).var(0)

@@ -14,9 +14,9 @@ from scvi.data.fields import (
 )
 
 from .._constants import DEFAULT_GRAPH_KEY, SIAM_REGISTRY_KEYS
-from .._utils import check_batch_complete, check_finite, check_n_obs, get_layer, is_count_matrix
+from .._utils import check_batch_complete, check_finite, check_n_obs, check_signal, get_layer, is_count_matrix
 from ._fields import MuDataObspField, ObspField
-from ._inputs import check_same_cells, is_mudata
+from ._inputs import check_coordinates, check_same_cells, is_mudata
 from ._knn import cell_graph
 
 
@@ -28,7 +28,9 @@ def validate_adata(
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
     check_n_obs(adata.n_obs)
     X = get_layer(adata, layer)
-    check_finite(X, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    check_finite(X, where)
+    check_signal(X, where)
     if graph_key is not None and graph_key not in adata.obsp:
         raise KeyError(
             f"Graph {graph_key!r} is not in adata.obsp (keys: {list(adata.obsp.keys())}). "
@@ -39,6 +41,8 @@ def validate_adata(
             f"Spatial coordinates {spatial_key!r} are not in adata.obsm (keys: {list(adata.obsm.keys())}). "
             "Pass the obsm key that holds the x/y coordinates (usually 'spatial')."
         )
+    if spatial_key is not None:
+        check_coordinates(adata.obsm[spatial_key], f"adata.obsm[{spatial_key!r}]")
     check_batch_key(adata.obs, batch_key=batch_key)
     if protein_obsm_key is not None:
         if protein_obsm_key not in adata.obsm:
@@ -46,7 +50,8 @@ def validate_adata(
                 f"Protein values {protein_obsm_key!r} are not in adata.obsm (keys: {list(adata.obsm.keys())}). "
                 "Pass the obsm key holding the (CLR-normalised) protein matrix."
             )
-        check_finite(np.asarray(adata.obsm[protein_obsm_key]), f"adata.obsm[{protein_obsm_key!r}]")
+        values = adata.obsm[protein_obsm_key]
+        check_finite(np.asarray(values), f"adata.obsm[{protein_obsm_key!r}]")
 
 
 def check_batch_key(*obs_frames, batch_key: str | None = None) -> None:
@@ -77,6 +82,7 @@ def validate_mudata(mdata, modalities, *, rna_layer=None, protein_layer=None, ba
     X = get_layer(mdata.mod[rna_mod], rna_layer)
     check_n_obs(mdata.n_obs)
     check_finite(X, f"the {rna_mod!r} modality")
+    check_signal(X, f"the {rna_mod!r} modality")
     check_same_cells(mdata, rna_mod, protein_mod)
     check_batch_key(mdata.obs if batch_mod is None else mdata.mod[batch_mod].obs, batch_key=batch_key)
     return X, protein_values

@@ -13,6 +13,7 @@ from .._utils import (
     check_finite,
     check_gene_names,
     check_n_obs,
+    check_not_negative,
     get_layer,
     in_memory,
     quiet_internal_warnings,
@@ -124,7 +125,13 @@ class RegisteredDataMixin:
         registry = self.registry_
         args = registry["setup_args"]
         check_n_obs(adata.n_obs)
-        check_finite(get_layer(adata, args.get("layer")), "the new data's expression matrix")
+        X = get_layer(adata, args.get("layer"))
+        check_finite(X, "the new data's expression matrix")
+        if self.module.likelihood != "gaussian":
+            check_not_negative(
+                X, "the new data's expression matrix",
+                "the model was trained on raw counts: pass the new cells' counts (layer=... at set-up).",
+            )  # fmt: skip
         graph_key = registry["field_registries"][SIAM_REGISTRY_KEYS.GRAPH_KEY]["data_registry"]["attr_key"]
         if graph_key not in adata.obsp:
             if graph_key != DEFAULT_GRAPH_KEY:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -215,7 +217,22 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         plan_kwargs = {"lr": lr, **dict(plan_kwargs or {})}
         splitter = self._splitter(batch_size=batch_size, fanout=fanout, num_hops=num_hops, seed=seed)
         ckpt = PhaseCheckpoints(checkpoint_dir)
-        ckpt.check_matches(self.module, self.n_clusters_, clustering_options(self.module, anneal_lr, center_lr))
+        try:
+            options = clustering_options(self.module, anneal_lr, center_lr)
+            ckpt.check_matches(self.module, self.n_clusters_, options)
+            ckpt.check_run(self._run_fingerprint(options, seed=seed, batch_size=batch_size, n_pre=n_pre))
+            phase_args = {
+                "max_epochs": max_epochs, "n_pre": n_pre, "batch_size": batch_size, "seed": seed,
+                "center_init": center_init, "cluster_weight": cluster_weight, "ramp_epochs": ramp_epochs,
+                "tol": tol, "reseed_empty": reseed_empty, "anneal_lr": anneal_lr, "center_lr": center_lr,
+            }  # fmt: skip
+            self._train_phases(ckpt, splitter, plan_kwargs, trainer_kwargs, phase_args)
+        finally:
+            ckpt.close()
+
+    def _train_phases(self, ckpt, splitter, plan_kwargs, trainer_kwargs, args) -> None:
+        """Pretraining (unless resuming the clustering phase), centre initialisation, clustering."""
+        n_obs, batch_size, seed, n_pre = self.adata.n_obs, args["batch_size"], args["seed"], args["n_pre"]
         if not ckpt.exists("cluster"):
             # phase 1: pretraining (no clustering term); the getters leave the module in eval
             # mode, and a model trained again would otherwise pretrain without dropout
@@ -223,7 +240,7 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             torch.manual_seed(seed)
             plan = self._training_plan_cls(self.module, phase="pretrain", **plan_kwargs)
             run_phase(self, plan, splitter, n_pre, trainer_kwargs, ckpt, "pretrain")
-            self._init_clusters(batch_size, seed, center_init)
+            self._init_clusters(batch_size, seed, args["center_init"])
         else:
             # resuming the clustering phase: centres (and k) come from its checkpoint
             self.n_clusters_ = ckpt.n_clusters("cluster")
@@ -234,15 +251,29 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         torch.manual_seed(seed + 1)
         splitter.set_epoch(n_pre)
         plan = self._training_plan_cls(
-            self.module, phase="cluster", cluster_weight=cluster_weight, ramp_epochs=ramp_epochs, tol=tol,
-            n_obs=n_obs, reseed_empty=reseed_empty, anneal_lr=anneal_lr, center_lr=center_lr, **plan_kwargs,
+            self.module, phase="cluster", cluster_weight=args["cluster_weight"], ramp_epochs=args["ramp_epochs"],
+            tol=args["tol"], n_obs=n_obs, reseed_empty=args["reseed_empty"], anneal_lr=args["anneal_lr"],
+            center_lr=args["center_lr"], **plan_kwargs,
         )  # fmt: skip
         try:
-            run_phase(self, plan, splitter, max_epochs - n_pre, trainer_kwargs, ckpt, "cluster")
+            run_phase(self, plan, splitter, args["max_epochs"] - n_pre, trainer_kwargs, ckpt, "cluster")
         except BaseException:
             self.is_trained_ = False  # no half-trained model behind the getters
             raise
         self.is_trained_ = True
+
+    def _run_fingerprint(self, options: dict, **settings_) -> dict:
+        """What ties checkpoints to this run: the cells and genes, k, and the training settings."""
+        import hashlib
+
+        X = in_memory(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        cells = hashlib.sha256("\n".join(map(str, self.adata.obs_names)).encode())
+        cells.update(repr(float(X.sum())).encode())
+        genes = hashlib.sha256("\n".join(map(str, self.adata.var_names)).encode())
+        return {
+            "n_obs": int(self.adata.n_obs), "cells": cells.hexdigest(), "genes": genes.hexdigest(),
+            "n_clusters": self.n_clusters_, **options, **settings_,
+        }  # fmt: skip
 
     def _init_clusters(self, batch_size: int, seed: int, center_init: str) -> None:
         """Centres (and, with ``n_clusters=None``, k) from the pretrained embedding."""
@@ -308,7 +339,10 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         """Save the model (weights, set-up and history) to ``dir_path``.
 
         The history is stored as plain lists so that :meth:`load` can read the file with
-        ``torch.load(weights_only=True)``, which cannot execute code.
+        ``torch.load(weights_only=True)``, which cannot execute code, together with a SHA-256 of
+        the weights that :meth:`load` checks. The files are written to a temporary folder and
+        moved into place one by one (the model file last), so an interrupted save leaves the
+        previous model file or the new one, never a broken one.
 
         Parameters
         ----------
@@ -324,12 +358,19 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         **kwargs
             Passed to :meth:`anndata.AnnData.write` when ``save_anndata`` is true.
         """
+        if os.path.exists(dir_path) and not overwrite:
+            raise ValueError(f"{dir_path!r} already exists; pass overwrite=True to replace the model saved there.")
+        os.makedirs(dir_path, exist_ok=True)
         kept = {name: getattr(self, name) for name in ("history_", "registry_", "init_params_")}
         self.history_ = saving.history_to_plain(kept["history_"])
         self.registry_ = saving.plain(kept["registry_"])
         self.init_params_ = saving.plain(kept["init_params_"])
+        self.weights_sha256_ = saving.weights_digest(self.module.state_dict())
         try:
-            super().save(dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
+            # written into a private folder next to the target, then moved into place file by file
+            with tempfile.TemporaryDirectory(dir=dir_path, prefix=".scsiam-save-") as tmp:
+                super().save(tmp, prefix=prefix, overwrite=True, save_anndata=save_anndata, **kwargs)
+                saving.publish(tmp, dir_path)
         finally:
             for name, value in kept.items():
                 setattr(self, name, value)

@@ -66,23 +66,63 @@ def _safe_globals() -> list:
     return [core.multiarray._reconstruct, np.ndarray, np.dtype, bytes, *dtypes]
 
 
-def read_model_file(path: str, trusted: bool) -> dict:
-    """Read a saved model with ``torch.load(weights_only=True)``; full unpickling only when ``trusted``."""
+def weights_digest(state_dict: dict) -> str:
+    """SHA-256 of a state dict's tensors (names, dtypes, shapes and bytes), extra states included."""
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def feed(name: str, value) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value):
+                feed(f"{name}.{key}", value[key])
+            return
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(value).encode())
+
+    for key in sorted(state_dict):
+        feed(key, state_dict[key])
+    return h.hexdigest()
+
+
+def _check_archive(path: str, shown: str) -> None:
+    """Refuse a file that is no zip archive, or whose records fail their CRC check."""
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path!r} is corrupt or truncated and cannot be read (not a torch zip archive).")
+        raise ValueError(f"{shown!r} is corrupt or truncated and cannot be read (not a torch zip archive).")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"{shown!r} is corrupt or truncated and cannot be read ({e}).") from e
+    if bad is not None:
+        raise ValueError(f"{shown!r} is corrupt: its record {bad!r} fails the checksum. Save the model again.")
+
+
+def read_model_file(path: str, trusted: bool, shown: str | None = None) -> dict:
+    """Read a saved model with ``torch.load(weights_only=True)``; full unpickling only when ``trusted``.
+
+    The archive's CRC checks run first; ``shown`` is the path named in errors.
+    """
+    shown = shown or path
+    _check_archive(path, shown)
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not trusted:
             raise ValueError(
-                f"{path!r} holds Python objects beyond tensors, arrays and plain containers; unpickling them could "
+                f"{shown!r} holds Python objects beyond tensors, arrays and plain containers; unpickling them could "
                 "run arbitrary code, so it was refused. Load it with trusted=True only if you trust its source."
             ) from e
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise ValueError(
-            f"{path!r} is corrupt or truncated and cannot be read ({type(e).__name__}: {str(e)[:200]})."
+            f"{shown!r} is corrupt or truncated and cannot be read ({type(e).__name__}: {str(e)[:200]})."
         ) from e
 
 
@@ -94,6 +134,9 @@ def check_saved(saved, cls_name: str, path: str) -> None:
     name = attrs.get("registry_", {}).get("model_name")
     if name != cls_name:
         raise ValueError(f"{path!r} holds a {name!r} model, not a {cls_name}; load it with that class instead.")
+    digest = attrs.get("weights_sha256_")
+    if digest is not None and digest != weights_digest(saved["model_state_dict"]):
+        raise ValueError(f"{path!r} is corrupt: its weights do not match the checksum stored when it was saved.")
     saved_version = str(attrs.get("scsiam_version_", "0.0.0"))
     if saved_version.split(".")[:1] != package_version().split(".")[:1]:
         raise ValueError(
@@ -122,7 +165,7 @@ def checked_copy(dir_path: str, prefix: str | None, cls_name: str, trusted: bool
             _download(backup_url, private)
         else:
             raise FileNotFoundError(f"No saved model at {path!r}; pass the folder given to model.save().")
-        saved = read_model_file(private, trusted)
+        saved = read_model_file(private, trusted, shown=path)
         check_saved(saved, cls_name, path)
         for data_file in ("adata.h5ad", "mdata.h5mu"):
             source = os.path.join(dir_path, f"{prefix or ''}{data_file}")
@@ -139,3 +182,23 @@ def _download(url: str, dest: str) -> None:
             shutil.copyfileobj(response, f)
     except OSError as e:
         raise ValueError(f"Could not download the model from backup_url={url!r} ({e}).") from e
+
+
+def publish(tmp_dir: str, dir_path: str) -> None:
+    """Move the files written into ``tmp_dir`` into ``dir_path``, each replaced atomically, the model last.
+
+    Each file is flushed to disk before it replaces the old one, so an interrupted save leaves
+    either the previous model file or the new one, never a mix.
+    """
+    names = sorted(os.listdir(tmp_dir), key=lambda n: n.endswith(MODEL_FILE))
+    for name in names:
+        src = os.path.join(tmp_dir, name)
+        with open(src, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(src, os.path.join(dir_path, name))
+    with contextlib.suppress(OSError):  # the folder entry itself (not available on every platform)
+        fd = os.open(dir_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

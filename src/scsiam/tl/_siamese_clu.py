@@ -15,6 +15,7 @@ from .._utils import (
     check_finite,
     check_n_clusters,
     check_n_obs,
+    check_signal,
     get_layer,
     is_main_process,
     package_version,
@@ -142,7 +143,9 @@ def siamese_clu(
     X = get_layer(data, layer)
     check_n_obs(data.n_obs)
     k = check_n_clusters(n_clusters, data.n_obs)
-    check_finite(X, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    check_finite(X, where)
+    check_signal(X, where)
     graph_name, graph = inputs.choose_graph(target, data, neighbors_key=neighbors_key, obsp=obsp)
     coords = inputs.spatial_coords(target, data, spatial_key)
     batch = inputs.batch_values(target, data, batch_key)

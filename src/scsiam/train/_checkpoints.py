@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import shutil
+import tempfile
+import zipfile
 
 import torch
 
@@ -17,14 +22,32 @@ def _is_cluster_sized(name: str) -> bool:
 class PhaseCheckpoints:
     """Per-phase Lightning checkpoints in one folder (``pretrain.ckpt``, ``cluster.ckpt``).
 
-    ``directory=None`` means no checkpoints: every query answers "none".
+    ``directory=None`` means no checkpoints: every query answers "none". A checkpoint is read
+    once, from a private copy, with the weights-only unpickler; Lightning resumes from that same
+    copy, so a file replaced after the check cannot run code. ``run.json`` next to the
+    checkpoints records which run they belong to (cells, genes, k, settings), and a run that
+    differs is refused before training.
     """
+
+    RUN_FILE = "run.json"
 
     def __init__(self, directory: str | None):
         self.dir = directory
         self._states: dict[str, dict] = {}  # read once: checked, then sized for resuming
+        self._private = None
         if directory is not None:
             os.makedirs(directory, exist_ok=True)
+
+    def close(self) -> None:
+        """Remove the private copies of the checkpoints read."""
+        if self._private is not None:
+            self._private.cleanup()
+            self._private = None
+
+    def _private_path(self, phase: str) -> str:
+        if self._private is None:
+            self._private = tempfile.TemporaryDirectory(prefix="scsiam-ckpt-")
+        return os.path.join(self._private.name, f"{phase}.ckpt")
 
     def path(self, phase: str) -> str:
         return os.path.join(self.dir, f"{phase}.ckpt")
@@ -34,7 +57,9 @@ class PhaseCheckpoints:
 
     def _checkpoint(self, phase: str) -> dict:
         if phase not in self._states:
-            self._states[phase] = torch.load(self.path(phase), map_location="cpu", weights_only=False)
+            private = self._private_path(phase)
+            shutil.copyfile(self.path(phase), private)
+            self._states[phase] = _read_checkpoint(private, self.path(phase))
         return self._states[phase]
 
     def _state(self, phase: str) -> dict:
@@ -56,6 +81,7 @@ class PhaseCheckpoints:
         phase = next((ph for ph in ("cluster", "pretrain") if self.exists(ph)), None)
         if phase is None:
             return
+        self._checkpoint(phase)
         self._check_shapes(phase, module.state_dict())
         if phase == "cluster" and n_clusters is not None and self.n_clusters(phase) != n_clusters:
             raise ValueError(
@@ -105,5 +131,49 @@ class PhaseCheckpoints:
             "default_root_dir": self.dir,
         }
         if self.exists(phase):
-            out["ckpt_path"] = self.path(phase)
+            self._checkpoint(phase)  # checked, and copied privately: Lightning resumes from the copy
+            out["ckpt_path"] = self._private_path(phase)
         return out
+
+    def check_run(self, fingerprint: dict) -> None:
+        """Refuse checkpoints of another run; record ``fingerprint`` for a new one.
+
+        ``fingerprint`` holds plain values that identify the run (cells, genes, k, settings).
+        """
+        if self.dir is None:
+            return
+        run_file = os.path.join(self.dir, self.RUN_FILE)
+        has_checkpoints = self.exists("pretrain") or self.exists("cluster")
+        if has_checkpoints and os.path.exists(run_file):
+            try:
+                with open(run_file) as f:
+                    recorded = json.load(f)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{run_file!r} is unreadable ({e}); pass an empty folder to start a new run.") from e
+            differ = sorted(k for k in fingerprint if k in recorded and recorded[k] != fingerprint[k])
+            if differ:
+                raise ValueError(
+                    f"checkpoint_dir {self.dir!r} holds the checkpoints of another run: its {', '.join(differ)} "
+                    "differ from this one's. Resume with the same data and settings, or pass an empty folder."
+                )
+            return
+        tmp = run_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(fingerprint, f)
+        os.replace(tmp, run_file)
+
+
+def _read_checkpoint(path: str, shown: str) -> dict:
+    """A Lightning checkpoint read with the weights-only unpickler; errors name the file ``shown``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{shown!r} holds Python objects beyond tensors and plain containers; unpickling them could run "
+            "arbitrary code, so it was refused. Pass an empty checkpoint_dir to start a new run."
+        ) from e
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise ValueError(
+            f"{shown!r} is corrupt or truncated ({type(e).__name__}: {str(e)[:200]}); delete it to start that "
+            "phase again, or pass an empty checkpoint_dir."
+        ) from e
