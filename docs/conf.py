@@ -94,9 +94,10 @@ def _own_documented_members(paths: list[str]) -> dict[str, list[str]]:
         mod, _, name = path.rpartition(".")
         cls = getattr(importlib.import_module(mod), name)
         keep = []
-        for attr, value in vars(cls).items():
+        own = [k for k in cls.__mro__ if k.__module__.startswith("scsiam")]  # the class and its scsiam mixins
+        for attr, value in [item for k in own for item in vars(k).items()]:
             target = getattr(value, "__func__", None) or getattr(value, "fget", None) or value
-            if not attr.startswith("_") and getattr(target, "__doc__", None):
+            if not attr.startswith("_") and getattr(target, "__doc__", None) and attr not in keep:
                 keep.append(attr)
         out[path] = keep
     return out
@@ -108,7 +109,8 @@ autosummary_context = {
             "scsiam.SiameseCluModel",
             "scsiam.module.SiameseModule",
             "scsiam.train.SiameseTrainingPlan",
-            "scsiam.train.GraphDataSplitter",
+            "scsiam.dataloaders.GraphDataSplitter",
+            "scsiam.module.ClusterHead",
             "scsiam.data.ObspField",
         ]
     )
