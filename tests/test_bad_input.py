@@ -141,7 +141,7 @@ def test_setup_anndata_bad_keys(small, kwargs, exc, pattern):
 def test_setup_anndata_too_few_cells_and_wrong_type(small):
     tiny = small[:3].copy()
     snap = snapshot(tiny)
-    with pytest.raises(ValueError, match=r"3 cell\(s\); clustering needs at least"):
+    with pytest.raises(ValueError, match=r"3 cell\(s\); scsiam needs at least"):
         SiameseCluModel.setup_anndata(tiny)
     assert_unchanged(tiny, snap)
     with pytest.raises(TypeError, match=r"Expected an AnnData, got ndarray"):

@@ -280,3 +280,26 @@ def test_cli_unreadable_input_names_the_file(content, tmp_path, capsys):
 def test_cli_seed_bounds(small_file, tmp_path):
     with pytest.raises(SystemExit), warnings.catch_warnings():
         cli.main(["cluster", str(small_file), "-o", str(tmp_path / "o.h5ad"), "--seed", "-1"])
+
+
+@pytest.mark.parametrize("case", ["five-genes", "negative"])
+def test_sparse_signal_and_negative_values_still_cluster(case):
+    rng = np.random.default_rng(9)
+    if case == "five-genes":  # five genes with counts among 600: scanpy's gene selection used to fail
+        X = np.zeros((120, 600), dtype=np.float32)
+        X[:, :5] = rng.poisson(3, (120, 5))
+    else:  # scaled values: not counts, negative, gaussian likelihood
+        X = rng.normal(size=(120, 80)).astype(np.float32)
+    adata = ad.AnnData(X=X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        scsiam.tl.siamese_clu(adata, n_clusters=3, n_top_genes=50, **TL_KW)
+    assert adata.obs["siamese_clusters"].notna().all()
+
+
+def test_predict_on_too_few_new_cells_says_why(saved_model):
+    _, model, _ = saved_model
+    new = make_poisson(5, 30, seed=10)
+    new.var_names = model.adata.var_names
+    with pytest.raises(ValueError, match="5 cell.*kNN graph.*together with more cells"):
+        model.predict(new)

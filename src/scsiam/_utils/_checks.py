@@ -90,8 +90,9 @@ def check_not_view(data, name: str = "adata") -> None:
 def check_n_obs(n_obs: int) -> None:
     if n_obs < MIN_CELLS:
         raise ValueError(
-            f"The data have {n_obs} cell(s); clustering needs at least {MIN_CELLS}. "
-            "Check that the AnnData is not empty or over-filtered."
+            f"The data have {n_obs} cell(s); scsiam needs at least {MIN_CELLS}, because each cell's graph "
+            "neighbours (a kNN graph) and the PCA behind it are computed from the cells given. Check that the "
+            "AnnData is not empty or over-filtered; to predict a few new cells, pass them together with more cells."
         )
 
 
