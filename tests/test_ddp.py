@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("center_update", ["gradient", "ema"])
 def test_ddp_two_cpu_processes(tmp_path, center_update):
     script = os.path.join(os.path.dirname(__file__), "ddp_script.py")
