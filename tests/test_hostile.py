@@ -137,6 +137,21 @@ def test_checkpoints_of_other_cells_are_refused(tmp_path):
     assert not model.is_trained_
 
 
+def test_truncated_checkpoint_names_the_file(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    adata = make_poisson(80, 30, seed=4)
+    SiameseCluModel.setup_anndata(adata)
+    SiameseCluModel(adata, **MODEL_KW).train(**TRAIN_KW, checkpoint_dir=str(ckpt))
+    path = ckpt / "cluster.ckpt"
+    path.write_bytes(path.read_bytes()[:200])
+    before = path.read_bytes()
+    model = SiameseCluModel(adata, **MODEL_KW)
+    with pytest.raises(ValueError, match="cluster.ckpt.*corrupt or truncated.*delete it"):
+        model.train(**TRAIN_KW, checkpoint_dir=str(ckpt))
+    assert path.read_bytes() == before  # the file is left for the user to inspect
+    assert not model.is_trained_
+
+
 # ------------------------------------------------------------------------------ degenerate data
 def _setup_in_subprocess(code: str) -> subprocess.CompletedProcess:
     """Run set-up code in a child process, so that a crash of a library (a segfault) fails the test."""
@@ -204,6 +219,27 @@ def test_bad_graph_weights_are_named(change, error):
     assert_unchanged(adata, snap)
 
 
+def test_graph_without_edges_is_an_error():
+    adata = make_poisson(60, 20)
+    adata.obsp["g"] = sp.csr_matrix((60, 60), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"obsp\['g'\] has no edge"):
+        SiameseCluModel.setup_anndata(adata, graph_key="g")
+
+
+@pytest.mark.parametrize("where", ["spatial", "protein"])
+def test_text_column_in_a_table_names_the_key(where):
+    import pandas as pd
+
+    adata = make_poisson(60, 20)
+    table = pd.DataFrame({"a": np.arange(60.0), "b": ["x"] * 60}, index=adata.obs_names)
+    adata.obsm["t"] = table
+    kwargs = {"spatial_key": "t"} if where == "spatial" else {"protein_obsm_key": "t"}
+    snap = snapshot(adata)
+    with pytest.raises(TypeError, match=r"obsm\['t'\] has columns that are not numbers: 'b'"):
+        SiameseCluModel.setup_anndata(adata, **kwargs)
+    assert_unchanged(adata, snap)
+
+
 def test_distance_graph_given_as_connectivities_warns():
     adata = make_poisson(60, 20)
     G = sp.random(60, 60, density=0.1, random_state=0, format="csr") * 10 + sp.random(60, 60, density=0.1, random_state=1)
@@ -252,6 +288,19 @@ def test_cli_interrupted_write_leaves_the_input_file_intact(small_file, monkeypa
     assert "interrupted" in capsys.readouterr().err
     assert small_file.read_bytes() == before
     assert [p.name for p in small_file.parent.iterdir()] == ["in.h5ad"]
+
+
+def test_cli_ctrl_c_during_the_fit_is_one_line_and_exit_130(small_file, tmp_path, monkeypatch, capsys):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scsiam.tl, "siamese_clu", interrupted)
+    out = tmp_path / "o.h5ad"
+    rc = cli.main(["cluster", str(small_file), "-o", str(out), "--n-clusters", "3"])
+    err = capsys.readouterr().err
+    assert rc == 130
+    assert err.strip() == "interrupted: nothing was written"
+    assert not out.exists()
 
 
 def test_cli_same_input_and_output(small_file, capsys):

@@ -18,11 +18,20 @@ def matrix_values(X) -> np.ndarray:
 
 
 def check_finite(X, where: str = "adata.X") -> None:
-    """Refuse non-numeric matrices and NaN or infinite values, naming ``where``."""
+    """Refuse non-numeric matrices and NaN or infinite values, naming ``where`` (and a table's text columns)."""
+    columns = getattr(X, "columns", None)
+    if columns is not None:  # a DataFrame, e.g. in obsm: name the columns that are not numbers
+        text = [str(c) for c, t in zip(columns, X.dtypes) if t.kind not in "biuf"]
+        if text:
+            raise TypeError(
+                f"{where} has columns that are not numbers: {', '.join(map(repr, text[:5]))}"
+                f"{' ...' if len(text) > 5 else ''}; drop or convert them first."
+            )
+        X = X.to_numpy()
     dtype = getattr(X, "dtype", None)
     if dtype is not None and dtype.kind not in "biuf":
         raise TypeError(
-            f"{where} has dtype {dtype}, not numbers; convert it first, e.g. `adata.X = adata.X.astype(np.float32)` "
+            f"{where} has dtype {dtype}, not numbers; convert it first, e.g. `{where} = {where}.astype(np.float32)` "
             "(a column of text in the source table can cause this)."
         )
     vals = matrix_values(X)

@@ -149,6 +149,8 @@ def spatial_coords(target, data, spatial_key):
 
 def check_coordinates(values, where: str) -> np.ndarray:
     """The first two columns of spatial coordinates as float64: numeric, finite, (n_obs, 2+); warns when all equal."""
+    if hasattr(values, "columns"):
+        check_finite(values, where)  # names a table's text columns
     try:
         coords = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as e:

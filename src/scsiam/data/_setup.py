@@ -51,7 +51,7 @@ def validate_adata(
                 "Pass the obsm key holding the (CLR-normalised) protein matrix."
             )
         values = adata.obsm[protein_obsm_key]
-        check_finite(np.asarray(values), f"adata.obsm[{protein_obsm_key!r}]")
+        check_finite(values, f"adata.obsm[{protein_obsm_key!r}]")
 
 
 def check_batch_key(*obs_frames, batch_key: str | None = None) -> None:
