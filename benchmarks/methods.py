@@ -17,6 +17,7 @@ class Method:
     family: str  # "scsiam", "ablation", "variant", "peer"
     model_kwargs: dict = field(default_factory=dict)
     tl_kwargs: dict = field(default_factory=dict)  # further arguments of tl.siamese_clu
+    train_kwargs: dict = field(default_factory=dict)  # arguments of SiameseCluModel.train
     auto_k: bool = False
     spatial_only: bool = False
     protein_only: bool = False  # runs only on files with obsm[PROTEIN_KEY] (CITE-seq)
@@ -33,6 +34,10 @@ METHODS: dict[str, Method] = {
                description="tl.siamese_clu defaults, k given, RNA + CLR protein (obsm['protein_clr'])"),
         Method("scsiam-smooth", "scsiam", tl_kwargs={"spatial_smoothing": 3}, spatial_only=True,
                description="tl.siamese_clu defaults, k given, spatial_smoothing=3"),
+        Method("scsiam-vae", "variant", {"backbone": "vae"},
+               description="count-VAE gene branch (scvi-tools Encoder, NB decoder, KL), gene phase first"),
+        Method("scsiam-vae-unscaled", "variant", {"backbone": "vae", "input_scale": "unscaled"},
+               description="scsiam-vae whose encoder reads unscaled log-normalised genes"),
         Method("abl-noaug", "ablation",
                {"feature_augmentation": "none", "edge_drop_rate": 0.0, "diffusion": False},
                description="no feature/edge augmentation, no diffusion view"),
@@ -89,6 +94,8 @@ def method_config(method: Method, ds: Dataset, args) -> dict:
         cfg["protein_obsm_key"] = PROTEIN_KEY
     if method.tl_kwargs:
         cfg["tl_kwargs"] = method.tl_kwargs
+    if method.train_kwargs:
+        cfg["train_kwargs"] = method.train_kwargs
     return cfg
 
 

@@ -261,7 +261,7 @@ def run_scsiam(ds: Dataset, seed: int, method: Method, train_kwargs: dict, **_):
     import scsiam
 
     adata = ds.adata.copy()
-    scsiam.tl.siamese_clu(
+    model = scsiam.tl.siamese_clu(
         adata,
         n_clusters=None if method.auto_k else ds.k,
         random_state=seed,
@@ -269,11 +269,21 @@ def run_scsiam(ds: Dataset, seed: int, method: Method, train_kwargs: dict, **_):
         spatial_key="spatial" if ds.spatial else None,
         protein_obsm_key=PROTEIN_KEY if method.protein_only else None,
         model_kwargs=dict(method.model_kwargs) or None,
-        train_kwargs=dict(train_kwargs) or None,
+        train_kwargs={**method.train_kwargs, **train_kwargs} or None,
         **method.tl_kwargs,
+        return_model=True,
     )
     params = adata.uns["siamese_clu"]["params"]
     extra = {"k_model": int(params["n_clusters"]), "n_epochs": params.get("n_epochs")}
     if "auto_k" in params:
         extra["auto_k"] = params["auto_k"]
+    # the ceiling of the embedding: KMeans(k) on it (scored by the caller like the clusters)
+    from sklearn.cluster import KMeans
+
+    km = KMeans(int(params["n_clusters"]), n_init=10, random_state=seed).fit(adata.obsm["X_siamese"])
+    extra["kmeans_labels"] = km.labels_.astype(str)
+    for name, value in params.get("partition_check", {}).items():
+        extra[f"check_{name}"] = value
+    for name, labels in getattr(model, "_partitions", {}).items():  # scored by the caller
+        extra[f"{name}_labels"] = np.asarray(labels).astype(str)
     return adata.obs["siamese_clusters"].astype(str).to_numpy(), extra

@@ -132,6 +132,11 @@ def run_one(ds: Dataset, method: Method, seed: int, args, scvi_cache: ScviCache,
             seconds += extra["scvi_train_s"]  # each scVI peer is charged the (shared) training time
         scores = evaluate(ds.labels, pred)
         row.update(scores)
+        for name in ("kmeans", "start", "final"):  # other partitions of scsiam's run, scored the same way
+            if f"{name}_labels" in extra:
+                extra[f"{name}_ARI"] = round(
+                    float(evaluate(ds.labels, extra.pop(f"{name}_labels"))["ARI"]), 4
+                )
         row.update(
             status="ok", seconds=round(seconds, 3), k_found=int(pd.Series(pred).nunique()),
             k_model=extra.pop("k_model", np.nan), extra=dumps(extra),

@@ -21,7 +21,7 @@ def check_finite(X, where: str = "adata.X") -> None:
     """Refuse non-numeric matrices and NaN or infinite values, naming ``where`` (and a table's text columns)."""
     columns = getattr(X, "columns", None)
     if columns is not None:  # a DataFrame, e.g. in obsm: name the columns that are not numbers
-        text = [str(c) for c, t in zip(columns, X.dtypes) if t.kind not in "biuf"]
+        text = [str(c) for c, t in zip(columns, X.dtypes, strict=True) if t.kind not in "biuf"]
         if text:
             raise TypeError(
                 f"{where} has columns that are not numbers: {', '.join(map(repr, text[:5]))}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -14,6 +15,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS, settings
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
+from .._constants import SIAM_REGISTRY_KEYS
 from .._utils import (
     check_gene_names,
     check_n_clusters,
@@ -25,14 +27,16 @@ from .._utils import (
 )
 from ..dataloaders import GraphDataSplitter
 from ..module import SiameseModule
+from ..module._vae import encoder_input_stats
 from ..train import SiameseTrainingPlan
 from ..train._checkpoints import PhaseCheckpoints
 from ..train._plan import clustering_options
 from ..train._runner import PhaseTrainRunner, run_phase, trainer_defaults
-from ..train._schedule import resolve_schedule
+from ..train._schedule import GENE_BATCH_SIZE, resolve_gene_epochs, resolve_schedule
 from . import _save_load as saving
 from ._data import RegisteredDataMixin, training_genes
 from ._init import CENTER_INITS, expression_kmeans, initial_centers
+from ._partition import PARTITION_CHOICES, partition_scores
 from ._setup import SetupMixin
 
 logger = logging.getLogger(__name__)
@@ -117,10 +121,15 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             n_protein=0 if protein is None else protein.shape[1],
             **module_kwargs,
         )
+        if self.module.backbone == "vae" and self.module.input_scale == "scaled":
+            stats = encoder_input_stats(X, target_sum, counts=likelihood != "gaussian")
+            self.module.gene_encoder.set_gene_stats(*stats)
         self._graph_cache = {}
         self._ppr_params = {"alpha": ppr_alpha, "top_k": ppr_top_k}
         self.n_clusters_ = k
         self.auto_k_ = None
+        self.partition_check_ = None
+        self._partitions = {}  # labels of the clustering phase's start and end (not saved)
         self.scsiam_version_ = package_version()
         self._model_summary_string = (
             f"SiameseCluModel: n_latent={n_latent}, likelihood={likelihood}, "
@@ -134,6 +143,7 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         self,
         max_epochs: int | None = None,
         n_epochs_pretrain: int | None = None,
+        n_epochs_gene: int | None = None,
         lr: float = 1e-3,
         batch_size: int | None = None,
         fanout: int | None = 10,
@@ -145,6 +155,7 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         anneal_lr: bool = False,
         center_lr: float | None = None,
         center_init: str = "embedding",
+        partition_choice: str = "final",
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         progress_bar: bool | None = None,
@@ -161,6 +172,12 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             Total epochs over both phases (default chosen from the number of cells).
         n_epochs_pretrain
             Epochs of the pretraining phase (default: half of ``max_epochs``).
+        n_epochs_gene
+            Epochs of the gene phase that comes before both: the gene branch alone, trained as a
+            VAE (``backbone="vae"``) on minibatches of cells without their neighbourhoods or a
+            second view, so that each step is cheap. Default: with ``backbone="vae"`` scVI's rule
+            (:func:`~scsiam.train.default_gene_epochs`), otherwise 0. They are not part of
+            ``max_epochs``.
         lr
             Learning rate (Adam).
         batch_size
@@ -192,6 +209,13 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             the expression the encoder reads (log-normalised counts, or the values as given
             with the gaussian likelihood; the RNA only for multimodal data), each centre then
             being the mean pretrained embedding of its cluster.
+        partition_choice
+            Which partition the trained model returns. ``"final"``: the end of the clustering
+            phase. ``"modularity"``: the end, unless the partition the phase started from has
+            the higher modularity on the registered cell graph, in which case the model goes
+            back to that start (the network and centres as they were when the phase began);
+            both partitions' modularity and view agreement (ARI between the assignments of two
+            augmented views) are then kept in ``partition_check_``.
         accelerator, devices
             Lightning accelerator and devices; ``strategy="ddp"`` etc. pass through ``trainer_kwargs``.
         progress_bar
@@ -210,7 +234,14 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
         """
         n_obs = self.adata.n_obs
-        max_epochs, n_pre, batch_size, seed = resolve_schedule(n_obs, max_epochs, n_epochs_pretrain, batch_size, seed)
+        max_epochs, n_pre, batch_size, seed = resolve_schedule(
+            n_obs, max_epochs, n_epochs_pretrain, batch_size, seed
+        )
+        n_gene = resolve_gene_epochs(n_obs, n_epochs_gene, self.module.backbone)
+        if partition_choice not in PARTITION_CHOICES:
+            raise ValueError(
+                f"partition_choice must be one of {PARTITION_CHOICES}, got {partition_choice!r}."
+            )
         if center_init not in CENTER_INITS:
             raise ValueError(f"center_init must be one of {CENTER_INITS}, got {center_init!r}.")
         trainer_kwargs = trainer_defaults(trainer_kwargs, accelerator, devices, progress_bar)
@@ -220,11 +251,16 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         try:
             options = clustering_options(self.module, anneal_lr, center_lr)
             ckpt.check_matches(self.module, self.n_clusters_, options)
-            ckpt.check_run(self._run_fingerprint(options, seed=seed, batch_size=batch_size, n_pre=n_pre))
+            if ckpt.dir is not None:
+                ckpt.check_run(
+                    self._run_fingerprint(
+                        options, seed=seed, batch_size=batch_size, n_pre=n_pre, n_gene=n_gene
+                    )
+                )
             phase_args = {
-                "max_epochs": max_epochs, "n_pre": n_pre, "batch_size": batch_size, "seed": seed,
+                "max_epochs": max_epochs, "n_pre": n_pre, "n_gene": n_gene, "batch_size": batch_size, "seed": seed,
                 "center_init": center_init, "cluster_weight": cluster_weight, "ramp_epochs": ramp_epochs,
-                "tol": tol, "reseed_empty": reseed_empty, "anneal_lr": anneal_lr, "center_lr": center_lr,
+                "tol": tol, "reseed_empty": reseed_empty, "partition_choice": partition_choice, "anneal_lr": anneal_lr, "center_lr": center_lr,
             }  # fmt: skip
             self._train_phases(ckpt, splitter, plan_kwargs, trainer_kwargs, phase_args)
         finally:
@@ -234,6 +270,8 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         """Pretraining (unless resuming the clustering phase), centre initialisation, clustering."""
         n_obs, batch_size, seed, n_pre = self.adata.n_obs, args["batch_size"], args["seed"], args["n_pre"]
         if not ckpt.exists("cluster"):
+            if args["n_gene"] > 0 and not ckpt.exists("pretrain"):
+                self._train_gene_phase(ckpt, plan_kwargs, trainer_kwargs, args)
             # phase 1: pretraining (no clustering term); the getters leave the module in eval
             # mode, and a model trained again would otherwise pretrain without dropout
             self.module.train()
@@ -241,10 +279,12 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             plan = self._training_plan_cls(self.module, phase="pretrain", **plan_kwargs)
             run_phase(self, plan, splitter, n_pre, trainer_kwargs, ckpt, "pretrain")
             self._init_clusters(batch_size, seed, args["center_init"])
+            start = self._partition_snapshot(seed, args["partition_choice"])
         else:
             # resuming the clustering phase: centres (and k) come from its checkpoint
             self.n_clusters_ = ckpt.n_clusters("cluster")
             self.module.init_centers(torch.zeros(self.n_clusters_, self.module.n_latent))
+            start = None  # the start of a resumed clustering phase is not kept: its end is returned
         self.module.set_bank_limit(n_obs, batch_size)
         self.module.train()  # inference switched to eval mode; phase 2 trains with dropout again
         # phase 2: clustering, from a state that does not depend on how phase 1 ran (or resumed)
@@ -257,10 +297,51 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         )  # fmt: skip
         try:
             run_phase(self, plan, splitter, args["max_epochs"] - n_pre, trainer_kwargs, ckpt, "cluster")
+            self._choose_partition(start, seed, args["partition_choice"])
         except BaseException:
             self.is_trained_ = False  # no half-trained model behind the getters
             raise
         self.is_trained_ = True
+
+    def _partition_snapshot(self, seed: int, choice: str):
+        """The state and label-free scores of the partition the clustering phase starts from."""
+        if choice == "final":
+            return None
+        graph = self.adata_manager.get_from_registry(SIAM_REGISTRY_KEYS.GRAPH_KEY)
+        state = copy.deepcopy(self.module.state_dict())
+        scores, self._partitions["start"] = partition_scores(self, graph, seed)
+        return state, scores
+
+    def _choose_partition(self, start, seed: int, choice: str) -> None:
+        """Keep the end of the clustering phase, or go back to its start when that scores higher.
+
+        ``partition_check_`` records both partitions' scores and which one the model holds.
+        """
+        if start is None:
+            self.partition_check_ = {"chosen": "final", "rule": choice}
+            return
+        state, before = start
+        graph = self.adata_manager.get_from_registry(SIAM_REGISTRY_KEYS.GRAPH_KEY)
+        after, self._partitions["final"] = partition_scores(self, graph, seed)
+        keep_start = before[choice] > after[choice]
+        if keep_start:
+            self.module.load_state_dict(state)
+        self.partition_check_ = {
+            "rule": choice,
+            "chosen": "start" if keep_start else "final",
+            **{f"start_{k}": v for k, v in before.items()},
+            **{f"final_{k}": v for k, v in after.items()},
+        }
+
+    def _train_gene_phase(self, ckpt, plan_kwargs, trainer_kwargs, args) -> None:
+        """The gene branch alone on minibatches of cells (no neighbourhoods), before the Siamese phases."""
+        seed, n_gene = args["seed"], args["n_gene"]
+        self.module.train()
+        torch.manual_seed(seed + 2)
+        cells = self._splitter(batch_size=GENE_BATCH_SIZE, fanout=0, num_hops=0, seed=seed + 2)
+        warmup = args.get("kl_warmup_epochs") or n_gene
+        plan = self._training_plan_cls(self.module, phase="gene", kl_warmup_epochs=warmup, **plan_kwargs)
+        run_phase(self, plan, cells, n_gene, trainer_kwargs, ckpt, "gene")
 
     def _run_fingerprint(self, options: dict, **settings_) -> dict:
         """What ties checkpoints to this run: the cells and genes, k, and the training settings."""

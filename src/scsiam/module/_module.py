@@ -27,8 +27,10 @@ from ._components import (
     normalized_adjacency,
 )
 from ._losses import graph_view_losses, reconstruction_loss, view_pair_loss
+from ._vae import INPUT_SCALES, VariationalGeneEncoder, kl_standard_normal
 
 LIKELIHOODS = ("nb", "zinb", "gaussian")
+BACKBONES = ("ae", "vae")
 
 
 class SiameseModule(BaseModuleClass):
@@ -42,6 +44,17 @@ class SiameseModule(BaseModuleClass):
         Number of batches (a covariate of the count decoder).
     n_latent
         Size ``d`` of the fused embedding.
+    backbone
+        The gene branch. ``"ae"``: a deterministic MLP encoder. ``"vae"``: scvi-tools'
+        variational :class:`~scvi.nn.Encoder` (a normal posterior q(z | x) with a KL term to
+        N(0, I)); its posterior draws are the gene branch's stochastic views, and its mean is
+        the embedding at prediction time. See :class:`~scsiam.module.VariationalGeneEncoder`.
+    input_scale
+        With ``backbone="vae"``: whether the encoder reads the log-normalised genes scaled to
+        unit variance (``"scaled"``) or as they are (``"unscaled"``); the decoder fits counts
+        either way.
+    kl_weight
+        With ``backbone="vae"``: weight of the KL term (per gene, like the reconstruction term).
     n_hidden
         Width of the gene MLP and the count decoder.
     n_graph_hidden
@@ -103,6 +116,9 @@ class SiameseModule(BaseModuleClass):
         n_batch: int = 1,
         *,
         n_latent: int = 16,
+        backbone: str = "ae",
+        input_scale: str = "scaled",
+        kl_weight: float = 1.0,
         n_hidden: int = 256,
         n_graph_hidden: int = 128,
         n_layers: int = 2,
@@ -131,6 +147,8 @@ class SiameseModule(BaseModuleClass):
     ):
         super().__init__()
         check_choice("likelihood", likelihood, LIKELIHOODS)
+        check_choice("backbone", backbone, BACKBONES)
+        check_choice("input_scale", input_scale, INPUT_SCALES)
         check_choice("feature_augmentation", feature_augmentation, ("gaussian", "mask", "none"))
         check_choice("edge_drop_mode", edge_drop_mode, ("random", "similarity"))
         check_choice("fusion_loss", fusion_loss, ("correlation", "contrastive"))
@@ -141,6 +159,7 @@ class SiameseModule(BaseModuleClass):
             raise ValueError(f"n_layers must be at least 2 (the input layer and one after it), got {n_layers}.")
         self.n_input, self.n_batch, self.n_latent = n_input, n_batch, n_latent
         self.likelihood = likelihood
+        self.backbone, self.input_scale, self.kl_weight = backbone, input_scale, float(kl_weight)
         self.use_graph = use_graph
         self.feature_augmentation, self.aug_sigma, self.mask_rate = feature_augmentation, aug_sigma, mask_rate
         self.edge_drop_rate, self.edge_drop_mode, self.diffusion = edge_drop_rate, edge_drop_mode, diffusion
@@ -156,7 +175,12 @@ class SiameseModule(BaseModuleClass):
     def _build_network(self, n_hidden, n_graph_hidden, n_layers, graph_encoder, fusion, dropout) -> None:
         """Encoders, fusion and decoders, in a fixed order (it decides their random initialisation)."""
         n_input, n_latent, n_protein, n_batch = self.n_input, self.n_latent, self.n_protein, self.n_batch
-        self.gene_encoder = GeneEncoder(n_input, n_latent, n_hidden, n_layers, dropout)
+        if self.backbone == "vae":
+            self.gene_encoder = VariationalGeneEncoder(
+                n_input, n_latent, n_hidden, n_layers - 1, dropout, input_scale=self.input_scale
+            )
+        else:
+            self.gene_encoder = GeneEncoder(n_input, n_latent, n_hidden, n_layers, dropout)
         self.protein_encoder = (
             GeneEncoder(n_protein, n_latent, max(32, n_hidden // 4), 1, dropout) if n_protein > 0 else None
         )
@@ -245,10 +269,17 @@ class SiameseModule(BaseModuleClass):
         shape = (indptr.numel() - 1, self.n_input)
         return torch.sparse_csr_tensor(indptr, tensors["X_indices"], values, shape)
 
+    def _gene_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """Gene-branch embedding of rows ``x`` and, with ``backbone="vae"``, their posterior."""
+        if self.backbone == "vae":
+            return self.gene_encoder(x)
+        return self.gene_encoder(x), None
+
     def _encode_view(self, x, prot, n_seed, edge_index, edge_weight):
         x_seed = csr_head(x, n_seed)
-        z_rna = z_gene = self.gene_encoder(x_seed)
-        out = {"z_rna": z_rna}
+        z_rna, qz = self._gene_embed(x_seed)
+        z_gene = z_rna
+        out = {"z_rna": z_rna, "qz": qz}
         if self.protein_encoder is not None:
             # one encoder per modality; the feature branch averages them
             z_prot_all = self.protein_encoder(prot if self.use_graph else prot[:n_seed])
@@ -281,14 +312,21 @@ class SiameseModule(BaseModuleClass):
     def _get_inference_input(self, tensors, **kwargs):
         return {"tensors": tensors}
 
-    def inference(self, tensors, augment: bool = False) -> dict:
+    def inference(self, tensors, augment: bool = False, gene_only: bool = False) -> dict:
         """Embed the seed cells of a subgraph batch.
 
         Without augmentation this is the deterministic embedding used for prediction: the mean
-        of the fused embeddings computed on the two graph views.
+        of the fused embeddings computed on the two graph views. With ``gene_only`` only the
+        gene branch runs, on the seed cells as they are (the gene pretraining phase).
         """
         n_seed = int(tensors["n_seed"])
         vals = self._node_values(tensors)
+        if gene_only:
+            xn = self._features(tensors, vals)
+            z, qz = self._gene_embed(csr_head(xn, n_seed))
+            library = tensors["X"][:n_seed].sum(1, keepdim=True).clamp_min(1.0)
+            xn_seed = csr_head(xn, n_seed).to_dense() if self.likelihood == "gaussian" else None
+            return {"z": z, "qz": qz, "views": None, "xn": xn_seed, "library": library}
         prot = tensors.get("protein")
         (e1, w1), (e2, w2) = self._graph_views(tensors)
         xn = self._features(tensors, vals)
@@ -304,7 +342,7 @@ class SiameseModule(BaseModuleClass):
             sim = None
             if self.use_graph and self.edge_drop_mode == "similarity" and e1.shape[1]:
                 with torch.no_grad():
-                    emb = F.normalize(self.gene_encoder(xn), dim=1)
+                    emb = F.normalize(self._gene_embed(xn)[0], dim=1)
                     sim = (emb[e1[0]] * emb[e1[1]]).sum(1)
             e1, w1 = drop_edges(e1, w1, self.edge_drop_rate, similarity=sim)
         else:
@@ -343,14 +381,55 @@ class SiameseModule(BaseModuleClass):
         return out
 
     # ----------------------------------------------------------------------------- losses
-    def loss(self, tensors, inference_outputs, generative_outputs, cluster_weight: float = 0.0) -> LossOutput:
-        """Total loss ``L_rec + w_g L_graph + w_f L_fusion + δ L_prop + λ L_cluster`` on the seed cells."""
+    @property
+    def loss_scale(self) -> float:
+        """Factor from the per-gene terms to the optimised loss.
+
+        The terms are logged per gene (the reconstruction is a mean over the genes). With
+        ``backbone="vae"`` the optimised loss is summed over the genes, as scVI's ELBO is:
+        scvi-tools' Adam uses ``eps=0.01``, which is negligible next to gradients of that size
+        but swamps gradients a few thousand times smaller, so a per-gene VAE loss barely trains.
+        The autoencoder keeps the per-gene loss its defaults were chosen with (the benchmarks
+        page has both measured).
+        """
+        return float(self.n_input) if self.backbone == "vae" else 1.0
+
+    def _kl(self, posteriors, zero: torch.Tensor) -> torch.Tensor:
+        """Mean per-gene KL of the gene branch's posteriors (0 for the deterministic backbone)."""
+        qs = [q for q in posteriors if q is not None]
+        if not qs:
+            return zero
+        # per gene, as the reconstruction term is a mean over the genes
+        return sum(kl_standard_normal(q).mean() for q in qs) / (len(qs) * self.n_input)
+
+    def loss(
+        self,
+        tensors,
+        inference_outputs,
+        generative_outputs,
+        cluster_weight: float = 0.0,
+        kl_scale: float = 1.0,
+    ) -> LossOutput:
+        """Total loss ``L_rec + β L_KL + w_g L_graph + w_f L_fusion + δ L_prop + λ L_cluster`` on the seed cells.
+
+        After ``inference(gene_only=True)`` only ``L_rec + β L_KL`` (a VAE's loss); ``kl_scale``
+        multiplies β (the KL warm-up).
+        """
         n_seed = int(tensors["n_seed"])
         rec = reconstruction_loss(
             tensors, inference_outputs, generative_outputs, n_seed, self.likelihood, self.w_protein
         )
-        v1, v2 = inference_outputs["views"]
         zero = rec.sum() * 0.0
+        beta = self.kl_weight * float(kl_scale)
+        if inference_outputs["views"] is None:
+            l_kl = self._kl([inference_outputs["qz"]], zero)
+            total = (rec.mean() + beta * l_kl) * self.loss_scale
+            metrics = {"loss_reconstruction": rec.mean().detach(), "loss_kl": l_kl.detach()}
+            return LossOutput(
+                loss=total, reconstruction_loss=rec, n_obs_minibatch=n_seed, extra_metrics=metrics
+            )
+        v1, v2 = inference_outputs["views"]
+        l_kl = self._kl([v1["qz"], v2["qz"]], zero)
 
         def pair(a, b):
             return view_pair_loss(a, b, self.fusion_loss, self.temperature)
@@ -367,9 +446,9 @@ class SiameseModule(BaseModuleClass):
         if cluster_weight > 0 and self.n_clusters > 0:
             l_cluster, _ = self.cluster_head.cluster_loss(inference_outputs["z"])
         total = rec.mean() + self.w_graph * l_graph + self.w_fusion * l_fusion + self.w_prop * l_prop
-        total = total + cluster_weight * l_cluster
+        total = total + beta * l_kl + cluster_weight * l_cluster
         return LossOutput(
-            loss=total,
+            loss=total * self.loss_scale,
             reconstruction_loss=rec,
             n_obs_minibatch=n_seed,
             extra_metrics={
@@ -378,6 +457,7 @@ class SiameseModule(BaseModuleClass):
                 "loss_fusion": l_fusion.detach(),
                 "loss_propagation": l_prop.detach(),
                 "loss_cluster": l_cluster.detach(),
+                "loss_kl": l_kl.detach(),
             },
         )
 

@@ -190,6 +190,8 @@ def siamese_clu(
     params.update({name: v for name, v in optional.items() if v is not None})
     if model.auto_k_ is not None:
         params["auto_k"] = {kk: v for kk, v in model.auto_k_.items() if v is not None}
+    if model.partition_check_ is not None:
+        params["partition_check"] = dict(model.partition_check_)
     if not is_main_process():  # under DDP only rank 0 writes results
         return model if return_model else None
     # everything is computed: write the documented keys now, all or nothing

@@ -78,7 +78,7 @@ class PhaseCheckpoints:
         silently continue the earlier run with its own. ``options`` are the clustering-phase
         settings the plan stores in its checkpoints.
         """
-        phase = next((ph for ph in ("cluster", "pretrain") if self.exists(ph)), None)
+        phase = next((ph for ph in ("cluster", "pretrain", "gene") if self.exists(ph)), None)
         if phase is None:
             return
         self._checkpoint(phase)

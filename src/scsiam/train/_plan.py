@@ -7,6 +7,7 @@ import torch
 from scvi.train import TrainingPlan
 
 # entries of the clustering head's extra state that checkpoints of earlier versions kept in "scsiam"
+PHASES = ("gene", "pretrain", "cluster")
 _HEAD_STATE = ("bank", "bank_fill", "bank_ptr", "ot_log_v", "ot_steps", "center_mass")
 
 
@@ -18,6 +19,8 @@ class SiameseTrainingPlan(TrainingPlan):
     module
         The network.
     phase
+        ``"gene"`` (the gene branch alone on the seed cells, as a VAE or autoencoder: no graph,
+        no second view, the KL weight warmed up linearly over ``kl_warmup_epochs``),
         ``"pretrain"`` (every loss but the clustering term) or ``"cluster"`` (all terms, with the
         clustering weight ramped linearly to ``cluster_weight`` over ``ramp_epochs``).
     cluster_weight
@@ -40,6 +43,9 @@ class SiameseTrainingPlan(TrainingPlan):
         In the clustering phase, lower the learning rate along a half cosine from ``lr`` to 0
         over the phase's steps, so that the final clusters come from a settled embedding rather
         than from the last of many large steps.
+    kl_warmup_epochs
+        Epochs over which the KL weight of the ``"gene"`` phase rises from 0 to 1 (scVI's
+        warm-up); the later phases use the full weight.
     **kwargs
         Optimiser settings of :class:`scvi.train.TrainingPlan` (``lr``, ``weight_decay``, ...).
     """
@@ -56,10 +62,11 @@ class SiameseTrainingPlan(TrainingPlan):
         reseed_empty: bool = False,
         center_lr: float | None = None,
         anneal_lr: bool = False,
+        kl_warmup_epochs: int = 1,
         **kwargs,
     ):
-        if phase not in ("pretrain", "cluster"):
-            raise ValueError(f"phase must be 'pretrain' or 'cluster', got {phase!r}.")
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {', '.join(map(repr, PHASES))}, got {phase!r}.")
         module.set_phase(phase)
         super().__init__(module, **kwargs)
         self.phase = phase
@@ -69,6 +76,7 @@ class SiameseTrainingPlan(TrainingPlan):
         self.reseed_empty = bool(reseed_empty)
         self.anneal_lr = bool(anneal_lr)
         self.center_lr = None if center_lr is None else float(center_lr)
+        self.kl_warmup_epochs = max(int(kl_warmup_epochs), 1)
         self._assign = np.full(n_obs, -1, dtype=np.int64) if phase == "cluster" else None
         self._prev = None
 
@@ -78,10 +86,19 @@ class SiameseTrainingPlan(TrainingPlan):
             return 0.0
         return self.cluster_weight * min(1.0, (self.current_epoch + 1) / self.ramp_epochs)
 
+    @property
+    def current_kl_scale(self) -> float:
+        if self.phase != "gene":
+            return 1.0
+        return min(1.0, self.current_epoch / self.kl_warmup_epochs)
+
     def training_step(self, batch, batch_idx):
         lam = self.current_cluster_weight
+        gene = self.phase == "gene"
         inference_outputs, _, out = self.forward(
-            batch, inference_kwargs={"augment": True}, loss_kwargs={"cluster_weight": lam}
+            batch,
+            inference_kwargs={"augment": not gene, "gene_only": gene},
+            loss_kwargs={"cluster_weight": lam, "kl_scale": self.current_kl_scale},
         )
         n_seed = int(batch["n_seed"])
         check_loss_finite(out)

@@ -36,3 +36,29 @@ def resolve_schedule(n_obs, max_epochs, n_epochs_pretrain, batch_size, seed) -> 
         raise ValueError(f"batch_size must be a positive number of cells, got {batch_size}.")
     seed = int(seed if seed is not None else (settings.seed if settings.seed is not None else 0))
     return max_epochs, n_pre, batch_size, seed
+
+
+GENE_BATCH_SIZE = 128  # scVI's minibatch size
+
+
+GENE_EPOCHS_CAP = 200  # the cap the benchmarks' scVI peers train with
+
+
+def default_gene_epochs(n_obs: int) -> int:
+    """Epochs of the gene phase: scVI's rule (``get_max_epochs_heuristic``), at most 200.
+
+    200 epochs up to 40,000 cells; above, the epochs fall as ``1 / n`` (down to 10), so the
+    number of optimiser steps stops growing with the data, as in scVI's default training.
+    """
+    from scvi.model._utils import get_max_epochs_heuristic
+
+    return int(max(10, min(GENE_EPOCHS_CAP, get_max_epochs_heuristic(n_obs))))
+
+
+def resolve_gene_epochs(n_obs: int, n_epochs_gene: int | None, backbone: str) -> int:
+    """Checked epochs of the gene phase, with the default of the backbone filled in."""
+    if n_epochs_gene is None:
+        return default_gene_epochs(n_obs) if backbone == "vae" else 0
+    if int(n_epochs_gene) < 0:
+        raise ValueError(f"n_epochs_gene must be 0 or more, got {n_epochs_gene}.")
+    return int(n_epochs_gene)
