@@ -158,8 +158,10 @@ def test_module_loss_is_finite_and_differentiable(likelihood):
     out = m.loss(batch, inf, gen, cluster_weight=1.0)
     assert torch.isfinite(out.loss)
     assert set(out.extra_metrics) == {
-        "loss_reconstruction", "loss_graph", "loss_fusion", "loss_propagation", "loss_cluster",
+        "loss_reconstruction", "loss_kl", "loss_graph", "loss_fusion", "loss_propagation",
+        "loss_cluster",
     }
+    assert out.extra_metrics["loss_kl"].item() == 0  # the autoencoder has no posterior
     assert out.extra_metrics["loss_cluster"].item() > 0
     out.loss.backward()
     assert m.centers.grad is not None and torch.isfinite(m.centers.grad).all()

