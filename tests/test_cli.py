@@ -177,3 +177,99 @@ def test_spatial_run_prints_only_its_result(tmp_path, capsys):
 def test_max_epochs_is_checked(value, small_h5ad, tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["cluster", str(small_h5ad), "-o", str(tmp_path / "o.h5ad"), "--max-epochs", value])
+
+
+def test_version_and_help_need_no_heavy_imports():
+    """``--version`` and ``--help`` answer without importing torch, scanpy or scvi-tools."""
+    code = (
+        "import sys\n"
+        "from scsiam import cli\n"
+        "for argv in (['--version'], ['--help'], ['cluster', '--help']):\n"
+        "    try:\n"
+        "        cli.main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+        "heavy = [m for m in ('torch', 'scanpy', 'scvi', 'lightning') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import scsiam
+
+    assert f"scsiam {scsiam.__version__}" in out.stdout
+    assert "--batch-key" in out.stdout and "--key-added" in out.stdout and "--quiet" in out.stdout
+
+
+def test_cluster_mudata_in_and_out(tmp_path, capsys):
+    """An .h5mu input is clustered on RNA + protein and written back as .h5mu with its modalities."""
+    import mudata as md
+
+    import scsiam
+
+    mdata = scsiam.datasets.cbmc_citeseq()
+    mdata = mdata[:200].copy()
+    path, out = tmp_path / "in.h5mu", tmp_path / "out.h5mu"
+    mdata.write_h5mu(path)
+    rc = cli.main(["cluster", str(path), "-o", str(out), "--n-clusters", "3", "--max-epochs", "2", "-q"])
+    printed, err = capsys.readouterr()
+    assert rc == 0, err
+    assert printed.startswith("clustered 200 cells into k=3")
+    res = md.read_h5mu(out)
+    assert set(res.mod) == set(mdata.mod)
+    assert "siamese_clusters" in res.obs and res.obsm["X_siamese"].shape[0] == 200
+    assert res.uns["siamese_clu"]["params"].get("n_proteins", 0) > 0
+    assert out.stat().st_mode & 0o777 == 0o666 & ~os_umask()  # the umask's mode, not a private one
+
+
+def os_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_h5ad_named_as_h5mu_is_a_clear_error(small_h5ad, tmp_path, capsys):
+    wrong = tmp_path / "in.h5mu"
+    wrong.write_bytes(small_h5ad.read_bytes())
+    rc = cli.main(["cluster", str(wrong), "-o", str(tmp_path / "o.h5mu")])
+    assert rc == 2
+    assert "could not be read as a" in capsys.readouterr().err
+
+
+def test_key_added_batch_key_and_quiet(small_h5ad, tmp_path, capsys):
+    a = ad.read_h5ad(small_h5ad)
+    a.obs["batch"] = ["a", "b"] * (a.n_obs // 2)
+    path = tmp_path / "b.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "o.h5ad"
+    argv = ["cluster", str(path), "-o", str(out), "--n-clusters", "3", "--max-epochs", "2"]
+    rc = cli.main([*argv, "--key-added", "sia", "--batch-key", "batch", "--quiet"])
+    printed, err = capsys.readouterr()
+    assert rc == 0, err
+    assert printed.count("\n") == 1 and err == ""
+    res = ad.read_h5ad(out)
+    assert "sia_clusters" in res.obs and "X_sia" in res.obsm and "sia_clu" in res.uns
+    assert "siamese_clusters" not in res.obs
+    assert res.uns["sia_clu"]["params"]["batch_key"] == "batch"
+    rc = cli.main([*argv, "--batch-key", "nope"])
+    assert rc == 2 and "nope" in capsys.readouterr().err
+
+
+def test_quiet_draws_no_bar(monkeypatch, small_h5ad, tmp_path):
+    """--quiet turns the bar off even on a terminal."""
+    seen = {}
+    import scsiam
+
+    real = scsiam.tl.siamese_clu
+
+    def spy(*args, **kwargs):
+        seen["progress_bar"] = kwargs.get("progress_bar")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scsiam.tl, "siamese_clu", spy)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.delenv("CI", raising=False)
+    out = tmp_path / "o.h5ad"
+    assert cli.main(["cluster", str(small_h5ad), "-o", str(out), "--n-clusters", "3", "--max-epochs", "2", "-q"]) == 0
+    assert seen["progress_bar"] is False

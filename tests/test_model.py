@@ -374,3 +374,12 @@ def test_setup_with_an_unknown_argument_fails_before_writing(worm_full):
     with pytest.raises(TypeError, match=r"\['labels_key'\].*never reads labels"):
         SiameseCluModel.setup_anndata(adata, labels_key="cell_type")
     assert set(adata.obsp.keys()) == obsp_before  # the kNN graph was not built and stored
+
+
+def test_view_anndata_setup_prints_the_setup(worm150, capsys):
+    """scvi-tools' set-up summary works with the pinned rich (it needs rich.pretty loaded)."""
+    SiameseCluModel.setup_anndata(worm150)
+    model = SiameseCluModel(worm150, n_clusters=3)
+    model.view_anndata_setup()
+    out = capsys.readouterr().out
+    assert "setup_anndata" in out or "Setup" in out

@@ -68,7 +68,7 @@ def test_spatial_gene_and_obs_colours_into_given_axes():
     snap = snapshot(adata)
     fig, axs = plt.subplots(1, 2)
     ret = scsiam.pl.spatial(adata, color=["batch", "gene3"], ax=list(axs), show=False)
-    assert ret is None
+    assert ret == list(axs)  # the Axes, as scanpy returns them with show=False
     assert_unchanged(adata, snap)
     assert [a.get_title() for a in axs] == ["batch", "gene3"]
     assert fig.axes[0] is axs[0]
@@ -156,7 +156,7 @@ def test_cluster_confidence_into_given_axes_draws_only_the_box_panel():
     del adata.obsm["X_siamese"]  # no embedding needed for the per-cluster panel
     fig, ax = plt.subplots()
     ret = scsiam.pl.cluster_confidence(adata, measure="entropy", ax=ax, show=False)
-    assert ret is None
+    assert ret is ax
     assert fig.axes == [ax]
     assert len(ax.patches) == K
 
@@ -259,3 +259,75 @@ def test_training_history_places_clustering_only_metrics_at_their_epochs():
     ax = fig.axes[0]
     assert ax.get_ylim()[0] == 0  # non-negative terms: no empty negative half
     assert all(float(t).is_integer() for t in ax.get_xticks())  # whole epochs
+
+
+# ----------------------------------------------------------------------------- issue: plots as scanpy's
+def test_every_plot_returns_its_axes_with_show_false():
+    from matplotlib.axes import Axes
+
+    adata = fake_result()
+    adata.obs["group"] = pd.Categorical(np.repeat(["a", "b"], N_OBS // 2))
+    ax = scsiam.pl.embedding(adata, show=False)
+    assert isinstance(ax, Axes)
+    axs = scsiam.pl.embedding(adata, color=["siamese_clusters", "group"], show=False)
+    assert isinstance(axs, list) and len(axs) == 2 and all(isinstance(a, Axes) for a in axs)
+    axs = scsiam.pl.cluster_confidence(adata, show=False)
+    assert len(axs) == 2 and axs[0].get_title().endswith("per cluster")
+    history = {"train_loss": np.linspace(3, 1, 4), "cluster_weight": np.array([0, 0, 1, 1])}
+    assert isinstance(scsiam.pl.training_history(history, show=False), Axes)
+    if pytest.importorskip("squidpy"):
+        assert isinstance(scsiam.pl.spatial(adata, show=False), Axes)
+
+
+def test_embedding_draws_scanpys_umap_of_the_scsiam_embedding():
+    adata = fake_result()
+    adata.obsm["X_umap"] = np.random.default_rng(3).normal(size=(N_OBS, 2))
+    adata.uns["umap"] = {"params": {}}
+    adata.uns["neighbors"] = {"params": {"use_rep": "X_siamese"}}
+    ax = scsiam.pl.embedding(adata, show=False)
+    drawn = np.concatenate([c.get_offsets() for c in ax.collections])
+    np.testing.assert_allclose(np.sort(drawn[:, 0]), np.sort(adata.obsm["X_umap"][:, 0]))
+    # a UMAP of other neighbours (e.g. of PCA) is not the scsiam embedding's: computed instead
+    adata.uns["neighbors"] = {"params": {"use_rep": "X_pca"}}
+    ax = scsiam.pl.embedding(adata, show=False)
+    drawn = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert not np.allclose(np.sort(drawn[:, 0]), np.sort(adata.obsm["X_umap"][:, 0]))
+
+
+def test_confidence_on_tissue_is_drawn_as_pl_spatial_draws_it():
+    adata = fake_result()
+    _, ax_emb = scsiam.pl.cluster_confidence(adata, basis="spatial", show=False)
+    assert ax_emb.yaxis_inverted()  # rows grow downwards, as in squidpy's spatial_scatter
+    if pytest.importorskip("squidpy"):
+        assert scsiam.pl.spatial(adata, show=False).yaxis_inverted()
+
+
+def test_legends_of_30_clusters_stay_beside_their_panel():
+    rng = np.random.default_rng(0)
+    n = 300
+    adata = ad.AnnData(X=rng.poisson(2.0, size=(n, 5)).astype(np.float32))
+    adata.obsm["X_siamese"] = rng.normal(size=(n, 8)).astype(np.float32)
+    adata.obsm["X_siamese_umap"] = rng.normal(size=(n, 2))
+    names = [f"cluster {i}" for i in range(30)]
+    adata.obs["siamese_clusters"] = pd.Categorical(np.array(names)[np.arange(n) % 30], categories=names)
+    adata.obs["other"] = pd.Categorical(np.array(names[::-1])[np.arange(n) % 30], categories=names[::-1])
+    fig = scsiam.pl.embedding(adata, color=["siamese_clusters", "other"], return_fig=True)
+    fig.canvas.draw()
+    panels = [a for a in fig.axes if a.get_title()]
+    legend = panels[0].get_legend()
+    assert legend is not None and len(legend.get_texts()) == 30
+    assert legend.get_window_extent().x1 <= panels[1].get_window_extent().x0
+
+
+def test_training_history_leaves_out_the_clustering_loss_before_clustering():
+    history = {
+        "train_loss": np.linspace(3, 1, 6),
+        "loss_cluster": np.array([0, 0, 0, 0.5, 0.4, 0.3]),
+        "loss_kl": np.zeros(6),  # an autoencoder's: nothing to draw
+        "cluster_weight": np.array([0, 0, 0, 0.5, 1, 1]),
+    }
+    ax = scsiam.pl.training_history(history, show=False)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert "loss_kl" not in lines
+    y = np.asarray(lines["loss_cluster"].get_ydata(), dtype=float)
+    assert np.isnan(y[:3]).all() and np.isfinite(y[3:]).all()

@@ -307,3 +307,19 @@ def test_backed_anndata(worm_full, tmp_path):
     model = SiameseCluModel(adata, n_clusters=3)
     model.train(**TRAIN_KW)
     assert model.predict().shape == (150,)
+
+
+def test_misspelt_options_name_the_accepted_keys(worm150):
+    """A misspelt model or training option fails before any work, with the key it resembles."""
+    snap = worm150.copy()
+    with pytest.raises(TypeError, match=r"'max_epoch'.*did you mean 'max_epochs'\?"):
+        scsiam.tl.siamese_clu(worm150, n_clusters=3, train_kwargs={"max_epoch": 2})
+    with pytest.raises(TypeError, match=r"'n_latnet'.*did you mean 'n_latent'\?.*Accepted: .*backbone"):
+        scsiam.tl.siamese_clu(worm150, n_clusters=3, model_kwargs={"n_latnet": 8})
+    assert "siamese_clusters" not in worm150.obs and worm150.obsm.keys() == snap.obsm.keys()
+    scsiam.SiameseCluModel.setup_anndata(worm150)
+    model = scsiam.SiameseCluModel(worm150, n_clusters=3)
+    with pytest.raises(TypeError, match="did you mean 'max_epochs'"):
+        model.train(max_epoch=2)
+    with pytest.raises(TypeError, match="did you mean 'dropout'"):
+        scsiam.SiameseCluModel(worm150, n_clusters=3, dropou=0.1)

@@ -1,4 +1,4 @@
-"""The ``scsiam`` command line: cluster an .h5ad file, or run the demo on the shipped dataset."""
+"""The ``scsiam`` command line: cluster an .h5ad or .h5mu file, or run the demo on the shipped dataset."""
 
 from __future__ import annotations
 
@@ -28,20 +28,22 @@ def _cluster(args) -> int:
         adata,
         n_clusters=args.n_clusters,
         layer=args.layer,
+        batch_key=args.batch_key,
         spatial_key=args.spatial_key,
         spatial_smoothing=args.spatial_smoothing,
         random_state=args.seed,
-        progress_bar=_progress(),
+        key_added=args.key_added,
+        progress_bar=_progress(args),
         train_kwargs=_train_kwargs(args),
     )
     secs = time.perf_counter() - t0
     _write_atomically(adata, args.output)
-    params = adata.uns["siamese_clu"]["params"]
+    params = adata.uns[f"{args.key_added}_clu"]["params"]
     k, found = params["n_clusters"], params.get("n_clusters_found", params["n_clusters"])
     held = f" ({found} hold cells)" if found != k else ""
     line = f"clustered {adata.n_obs} cells into k={k} clusters{held} in {secs:.1f} s; wrote {args.output}"
     if truth is not None:
-        m = scsiam.metrics.evaluate(truth, adata.obs["siamese_clusters"])
+        m = scsiam.metrics.evaluate(truth, adata.obs[f"{args.key_added}_clusters"])
         line += f"\nARI {m['ARI']:.3f}  NMI {m['NMI']:.3f}  ACC {m['ACC']:.3f}"
     print(line)
     return 0
@@ -52,7 +54,7 @@ def _check_paths(input_path: str, output: str) -> str | None:
     if not os.path.exists(input_path):
         return f"input file {input_path!r} does not exist"
     if os.path.isdir(input_path):
-        return f"input {input_path!r} is a folder; pass an .h5ad file"
+        return f"input {input_path!r} is a folder; pass an .h5ad or .h5mu file"
     if os.path.isdir(output):
         return f"cannot write {output!r}: it is a folder; name the output file (e.g. {os.path.join(output, 'out.h5ad')!r})"
     out_dir = os.path.dirname(os.path.abspath(output))
@@ -61,30 +63,51 @@ def _check_paths(input_path: str, output: str) -> str | None:
     return None
 
 
+def _is_mudata_path(path: str) -> bool:
+    return str(path).lower().endswith(".h5mu")
+
+
 def _read_input(path: str):
-    """The AnnData in ``path``; a file that is not one gives an error naming it."""
-    import anndata as ad
+    """The AnnData (``.h5ad``) or MuData (``.h5mu``) in ``path``; a file that is not one gives an error naming it."""
     import h5py
 
+    kind = "MuData (.h5mu)" if _is_mudata_path(path) else "AnnData (.h5ad)"
     if not h5py.is_hdf5(path):
-        raise ValueError(f"{path!r} is not an .h5ad file (not HDF5: a text, CSV or truncated file?)")
+        raise ValueError(f"{path!r} is not an {kind} file (not HDF5: a text, CSV or truncated file?)")
     try:
+        if _is_mudata_path(path):
+            import mudata as md
+
+            return md.read_h5mu(path)
+        import anndata as ad
+
         return ad.read_h5ad(path)
     except Exception as e:
-        raise ValueError(f"{path!r} could not be read as an AnnData ({type(e).__name__}: {str(e)[:200]})") from e
+        hint = " (a MuData file? name it .h5mu)" if "MuData" in str(e) else ""
+        raise ValueError(f"{path!r} could not be read as an {kind}{hint} ({type(e).__name__}: {str(e)[:200]})") from e
 
 
 def _write_atomically(adata, output: str) -> None:
-    """Write to a temporary file in the output's folder, then move it into place (input == output is safe)."""
+    """Write to a temporary file in the output's folder, then move it into place (input == output is safe).
+
+    A MuData is written as ``.h5mu``, an AnnData as ``.h5ad``.
+    """
     import tempfile
 
     folder = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".scsiam-", suffix=".h5ad")
+    is_mudata = type(adata).__name__ == "MuData"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".scsiam-", suffix=".h5mu" if is_mudata else ".h5ad")
     os.close(fd)
     try:
-        adata.write_h5ad(tmp)
+        if is_mudata:
+            adata.write_h5mu(tmp)
+        else:
+            adata.write_h5ad(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a temporary file is private; the output is not
         os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):
@@ -105,7 +128,7 @@ def _demo(args) -> int:
     print(f"scsiam demo: C. elegans neurons (Cao et al. 2017), {fit.n_obs} cells x {fit.n_vars} genes, k={k}")
     t0 = time.perf_counter()
     scsiam.tl.siamese_clu(
-        fit, n_clusters=k, random_state=args.seed, progress_bar=_progress(), train_kwargs=_train_kwargs(args)
+        fit, n_clusters=k, random_state=args.seed, progress_bar=_progress(args), train_kwargs=_train_kwargs(args)
     )
     secs = time.perf_counter() - t0
     m = scsiam.metrics.evaluate(truth, fit.obs["siamese_clusters"])
@@ -115,10 +138,10 @@ def _demo(args) -> int:
     return 0
 
 
-def _progress() -> bool:
+def _progress(args) -> bool:
     from scsiam._utils import in_ci
 
-    return sys.stderr.isatty() and not in_ci()
+    return sys.stderr.isatty() and not in_ci() and not getattr(args, "quiet", False)
 
 
 def _train_kwargs(args) -> dict:
@@ -149,13 +172,22 @@ EPOCHS_HELP = "training epochs over both phases (default: chosen from the number
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from scsiam._utils._runtime import package_version
+
     p = argparse.ArgumentParser(prog="scsiam", description="Siamese graph clustering of single cells (scSiameseClu).")
+    p.add_argument("--version", action="version", version=f"scsiam {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("cluster", help="cluster an .h5ad file and write the results to a new file")
-    c.add_argument("input", help="input .h5ad with raw counts")
-    c.add_argument("-o", "--output", required=True, help="output .h5ad")
+    c = sub.add_parser("cluster", help="cluster an .h5ad or .h5mu file and write the results to a new file")
+    c.add_argument("input", help="input .h5ad (AnnData) or .h5mu (MuData: RNA, and proteins when present) with raw counts")
+    c.add_argument("-o", "--output", required=True, help="output file, of the input's kind (.h5ad or .h5mu)")
     c.add_argument("--n-clusters", type=_n_clusters, default=None, help="number of clusters (default: estimated)")
     c.add_argument("--layer", default=None, help="layer holding the counts (default: X)")
+    c.add_argument("--batch-key", default=None, help="obs column of batches (a covariate of the gene branch)")
+    c.add_argument(
+        "--key-added", default="siamese",
+        help="prefix of the keys written: obs['<key>_clusters'], obsm['X_<key>'], uns['<key>_clu'] (default: siamese)",
+    )  # fmt: skip
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar (warnings about the data still show)")
     c.add_argument("--spatial-key", default=None, help="obsm key of spatial coordinates")
     c.add_argument(
         "--spatial-smoothing", type=int, default=0,
@@ -168,38 +200,23 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="cluster the shipped worm-neuron dataset and print ARI/NMI against PCA+KMeans")
     d.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     d.add_argument("--max-epochs", type=_max_epochs, default=None, help=EPOCHS_HELP)
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
     import warnings
 
     args = build_parser().parse_args(argv)
-    # the library's progress notes (seeding, devices, squidpy's graph building) would mix with the
-    # result line on stdout; errors and the data warnings below still reach the user
-    loggers = [
-        logging.getLogger(name)
-        for name in (
-            "lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric",
-            "lightning.fabric.utilities.seed", "lightning_fabric.utilities.seed",
-        )
-    ]  # fmt: skip
-    if getattr(args, "spatial_key", None):
-        try:  # squidpy's logger, which prints to stdout; its import sets it to INFO
-            from spatialdata._logging import logger as squidpy_logger
-
-            loggers.append(squidpy_logger)
-        except ImportError:  # without squidpy the run stops with an error that says how to install it
-            pass
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING if lg.name.startswith("spatialdata") else logging.ERROR)
     import scanpy as sc
 
+    from scsiam._utils import quiet_libraries
+
+    # the library's progress notes (seeding, devices, squidpy's graph building) would mix with the
+    # result line on stdout; errors and the data warnings below still reach the user
     verbosity, sc.settings.verbosity = sc.settings.verbosity, "warning"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_libraries():
         # warnings about the data (e.g. not raw counts, clusters that emptied out) reach the user,
         # one line each; deprecation notes of the libraries do not
         warnings.simplefilter("default", UserWarning)
@@ -217,8 +234,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         finally:
             sc.settings.verbosity = verbosity
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -4,6 +4,7 @@ from ._checks import (
     check_batch_complete,
     check_finite,
     check_gene_names,
+    check_keywords,
     check_n_clusters,
     check_n_obs,
     check_not_negative,
@@ -22,6 +23,7 @@ from ._runtime import (
     keep_torch_threads,
     package_version,
     quiet_internal_warnings,
+    quiet_libraries,
     rank_world,
     torch_threads_from_env,
 )

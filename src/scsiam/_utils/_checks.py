@@ -167,6 +167,22 @@ def reject_unknown(method: str, kwargs: dict) -> None:
         )
 
 
+def check_keywords(kwargs, accepted, where: str) -> None:
+    """Refuse keyword arguments not in ``accepted``, naming the closest accepted ones (a misspelling)."""
+    import difflib
+
+    accepted = sorted(set(accepted))
+    unknown = sorted(set(kwargs) - set(accepted))
+    if not unknown:
+        return
+    close = {u: difflib.get_close_matches(u, accepted, n=1) for u in unknown}
+    hints = "; ".join(f"{u!r}: did you mean {c[0]!r}?" for u, c in close.items() if c)
+    raise TypeError(
+        f"{where} got unknown keyword argument(s) {unknown}{' (' + hints + ')' if hints else ''}. "
+        f"Accepted: {', '.join(accepted)}."
+    )
+
+
 def check_gene_names(expected, adata) -> None:
     """Raise when ``adata``'s genes are not ``expected`` (the training genes), in that order."""
     expected = np.asarray(expected)

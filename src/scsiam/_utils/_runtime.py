@@ -100,3 +100,55 @@ def package_version() -> str:
         return version("scsiam")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0.0.0"
+
+
+# Loggers of the libraries scsiam drives, whose INFO notes ("Seed set to 0", "GPU available",
+# Lightning's tips, "`Trainer.fit` stopped", squidpy's graph building) a scanpy user did not ask
+# for. They are shown again when scanpy's verbosity is "debug".
+LIBRARY_LOGGERS = (
+    "lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric",
+    "lightning.fabric.utilities.seed", "lightning_fabric.utilities.seed",
+    "lightning.pytorch.utilities.rank_zero", "scvi",
+)  # fmt: skip
+
+
+def _library_loggers():
+    import logging
+
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    import sys
+
+    if "squidpy" in sys.modules:  # squidpy logs through spatialdata's logger, with colour codes
+        with contextlib.suppress(ImportError):
+            from spatialdata._logging import logger as spatialdata_logger
+
+            loggers.append(spatialdata_logger)
+    return loggers
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """Context manager: the notes of Lightning, scvi-tools and squidpy at WARNING inside the block.
+
+    Honours ``scanpy.settings.verbosity``: at ``"debug"`` (4) or above nothing is muted.
+    """
+    import logging
+
+    try:
+        import scanpy as sc
+
+        verbose = int(sc.settings.verbosity) >= 4
+    except (ImportError, TypeError, ValueError):  # pragma: no cover - scanpy is a dependency
+        verbose = False
+    if verbose:
+        yield
+        return
+    loggers = _library_loggers()
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

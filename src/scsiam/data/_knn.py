@@ -12,7 +12,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from .._utils import keep_torch_threads
+from .._utils import keep_torch_threads, quiet_libraries
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,9 @@ def cell_graph(
             UserWarning,
             stacklevel=3,
         )
+    from scanpy import logging as logg
+
+    logg.info(f"    building the cell graph ({mode})")
     expr = None
     if mode != "spatial":
         expr = (
@@ -182,7 +185,9 @@ def spatial_knn_graph(
     joins two groups.
     """
     try:
-        import squidpy as sq
+        with warnings.catch_warnings():  # squidpy's docstrings warn through docrep at import
+            warnings.filterwarnings("ignore", message=".*is not a valid key", category=SyntaxWarning)
+            import squidpy as sq
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             "Spatial graphs need squidpy. Install it with `pip install 'scsiam[spatial]'`."
@@ -218,10 +223,11 @@ def spatial_knn_graph(
             )
         kw["library_key"] = "library"
     knn = getattr(sq.gr, "spatial_neighbors_knn", None)  # squidpy >= 1.8; spatial_neighbors is deprecated there
-    if knn is not None:
-        knn(tmp, spatial_key="spatial", n_neighs=n_neighs, **kw)
-    else:  # pragma: no cover - older squidpy
-        sq.gr.spatial_neighbors(tmp, spatial_key="spatial", coord_type="generic", n_neighs=n_neighs, **kw)
+    with quiet_libraries():  # squidpy's "Creating graph using ..." note, printed on stdout
+        if knn is not None:
+            knn(tmp, spatial_key="spatial", n_neighs=n_neighs, **kw)
+        else:  # pragma: no cover - older squidpy
+            sq.gr.spatial_neighbors(tmp, spatial_key="spatial", coord_type="generic", n_neighs=n_neighs, **kw)
     A = symmetrize(tmp.obsp["spatial_connectivities"])
     A.data[:] = 1.0
     return A

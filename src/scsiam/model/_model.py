@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import rich.pretty  # noqa: F401 - scvi-tools' view_anndata_setup() calls rich.pretty without importing it
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS, settings
@@ -18,6 +19,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from .._constants import SIAM_REGISTRY_KEYS
 from .._utils import (
     check_gene_names,
+    check_keywords,
     check_n_clusters,
     check_n_obs,
     in_memory,
@@ -31,7 +33,8 @@ from ..module._vae import encoder_input_stats
 from ..train import SiameseTrainingPlan
 from ..train._checkpoints import PhaseCheckpoints
 from ..train._plan import clustering_options
-from ..train._runner import PhaseTrainRunner, run_phase, trainer_defaults
+from ..train._progress import TrainingProgress
+from ..train._runner import PhaseTrainRunner, run_phase, show_progress, trainer_defaults
 from ..train._schedule import GENE_BATCH_SIZE, resolve_gene_epochs, resolve_schedule
 from . import _save_load as saving
 from ._data import RegisteredDataMixin, training_genes
@@ -101,6 +104,7 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         k = check_n_clusters(n_clusters, n_obs)
         X = in_memory(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
         likelihood = _resolve_likelihood(likelihood, is_count_matrix(X))
+        check_keywords(module_kwargs, self.model_options(), "SiameseCluModel()")
         reserved = sorted(set(module_kwargs) & {"n_input", "n_batch", "n_protein", "target_sum"})
         if reserved:
             raise TypeError(
@@ -139,6 +143,21 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         self.init_params_ = self._get_init_params(locals())
 
     # ------------------------------------------------------------------------------ training
+    @classmethod
+    def model_options(cls) -> set[str]:
+        """Keyword arguments the constructor accepts (its own and :class:`~scsiam.module.SiameseModule`'s)."""
+        own = _parameters(cls.__init__) - {"adata", "module_kwargs"}
+        return own | (_parameters(SiameseModule.__init__) - {"n_input", "n_batch", "n_protein", "target_sum"})
+
+    @classmethod
+    def train_options(cls) -> set[str]:
+        """Keyword arguments :meth:`train` accepts (its own, scvi-tools' and Lightning's trainer's)."""
+        from lightning.pytorch import Trainer as LightningTrainer
+        from scvi.train import Trainer
+
+        own = _parameters(cls.train) - {"trainer_kwargs"}
+        return own | _parameters(Trainer.__init__) | (_parameters(LightningTrainer.__init__) - {"max_epochs"})
+
     def train(
         self,
         max_epochs: int | None = None,
@@ -219,7 +238,9 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         accelerator, devices
             Lightning accelerator and devices; ``strategy="ddp"`` etc. pass through ``trainer_kwargs``.
         progress_bar
-            Show progress bars (default: on, except when the environment variable ``CI`` is set).
+            Show one progress bar over all phases (default: on, except when the environment
+            variable ``CI`` is set). Lightning's own bar and notes stay off; scanpy's
+            ``settings.verbosity = "debug"`` shows the notes.
         seed
             Seed of sampling, augmentation and KMeans (default: ``scvi.settings.seed`` or 0).
         checkpoint_dir
@@ -233,6 +254,7 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
         """
+        check_keywords(trainer_kwargs, self.train_options(), "SiameseCluModel.train()")
         n_obs = self.adata.n_obs
         max_epochs, n_pre, batch_size, seed = resolve_schedule(
             n_obs, max_epochs, n_epochs_pretrain, batch_size, seed
@@ -244,10 +266,11 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             )
         if center_init not in CENTER_INITS:
             raise ValueError(f"center_init must be one of {CENTER_INITS}, got {center_init!r}.")
-        trainer_kwargs = trainer_defaults(trainer_kwargs, accelerator, devices, progress_bar)
+        trainer_kwargs = trainer_defaults(trainer_kwargs, accelerator, devices)
         plan_kwargs = {"lr": lr, **dict(plan_kwargs or {})}
         splitter = self._splitter(batch_size=batch_size, fanout=fanout, num_hops=num_hops, seed=seed)
         ckpt = PhaseCheckpoints(checkpoint_dir)
+        progress = TrainingProgress(n_gene + max_epochs, enabled=show_progress(progress_bar))
         try:
             options = clustering_options(self.module, anneal_lr, center_lr)
             ckpt.check_matches(self.module, self.n_clusters_, options)
@@ -261,9 +284,11 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
                 "max_epochs": max_epochs, "n_pre": n_pre, "n_gene": n_gene, "batch_size": batch_size, "seed": seed,
                 "center_init": center_init, "cluster_weight": cluster_weight, "ramp_epochs": ramp_epochs,
                 "tol": tol, "reseed_empty": reseed_empty, "partition_choice": partition_choice, "anneal_lr": anneal_lr, "center_lr": center_lr,
+                "progress": progress,
             }  # fmt: skip
             self._train_phases(ckpt, splitter, plan_kwargs, trainer_kwargs, phase_args)
         finally:
+            progress.close()
             ckpt.close()
 
     def _train_phases(self, ckpt, splitter, plan_kwargs, trainer_kwargs, args) -> None:
@@ -277,7 +302,7 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             self.module.train()
             torch.manual_seed(seed)
             plan = self._training_plan_cls(self.module, phase="pretrain", **plan_kwargs)
-            run_phase(self, plan, splitter, n_pre, trainer_kwargs, ckpt, "pretrain")
+            run_phase(self, plan, splitter, n_pre, trainer_kwargs, ckpt, "pretrain", args["progress"])
             self._init_clusters(batch_size, seed, args["center_init"])
             start = self._partition_snapshot(seed, args["partition_choice"])
         else:
@@ -296,7 +321,9 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             center_lr=args["center_lr"], **plan_kwargs,
         )  # fmt: skip
         try:
-            run_phase(self, plan, splitter, args["max_epochs"] - n_pre, trainer_kwargs, ckpt, "cluster")
+            run_phase(
+                self, plan, splitter, args["max_epochs"] - n_pre, trainer_kwargs, ckpt, "cluster", args["progress"]
+            )
             self._choose_partition(start, seed, args["partition_choice"])
         except BaseException:
             self.is_trained_ = False  # no half-trained model behind the getters
@@ -341,7 +368,7 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         cells = self._splitter(batch_size=GENE_BATCH_SIZE, fanout=0, num_hops=0, seed=seed + 2)
         warmup = args.get("kl_warmup_epochs") or n_gene
         plan = self._training_plan_cls(self.module, phase="gene", kl_warmup_epochs=warmup, **plan_kwargs)
-        run_phase(self, plan, cells, n_gene, trainer_kwargs, ckpt, "gene")
+        run_phase(self, plan, cells, n_gene, trainer_kwargs, ckpt, "gene", args["progress"])
 
     def _run_fingerprint(self, options: dict, **settings_) -> dict:
         """What ties checkpoints to this run: the cells and genes, k, and the training settings."""
@@ -365,6 +392,9 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             is_counts = self.module.likelihood != "gaussian"
             return expression_kmeans(X, k, seed, is_counts=is_counts, n_pcs=self.module.n_latent)
 
+        from scanpy import logging as logg
+
+        logg.info(f"    initialising the cluster centres (KMeans, k={self.n_clusters_ or 'estimated'})")
         centers, k, auto_k = initial_centers(z, self.n_clusters_, seed, center_init, expression)
         if auto_k is not None:
             self.auto_k_ = auto_k
@@ -508,6 +538,14 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         """Per-epoch metrics of both phases, as scvi's ``history``: one data frame per key, indexed by
         epoch (keys logged only while clustering, such as ``assignment_change``, start later)."""
         return self.history_
+
+
+def _parameters(fn) -> set[str]:
+    """Names of the keyword parameters of ``fn`` (without ``self`` and ``*args`` / ``**kwargs``)."""
+    import inspect
+
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {n for n, p in inspect.signature(fn).parameters.items() if p.kind in kinds and n != "self"}
 
 
 def _resolve_likelihood(likelihood: str, counts: bool) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ._utils import _cluster_categories, _cluster_colors, _finish, _obsm_2d
+from ._utils import _cluster_categories, _cluster_colors, _finish, _obsm_2d, _umap
 
 _MEASURES = {
     "max_probability": "max. assignment probability",
@@ -71,7 +71,8 @@ def cluster_confidence(
 
     Returns
     -------
-    The figure when ``return_fig`` is true, else ``None``.
+    The figure when ``return_fig`` is true; with ``show=False`` the Axes (the two panels'
+    ``[per_cluster, embedding]``, or the one given); else ``None``.
     """
     import pandas as pd
 
@@ -112,7 +113,8 @@ def cluster_confidence(
     if xy is not None:
         _embedding_panel(fig, ax_emb, xy, conf, measure, label, k, emb_name)
         fig.tight_layout()
-    return _finish(fig, show, return_fig)
+        return _finish(fig, show, return_fig, [ax_box, ax_emb])
+    return _finish(fig, show, return_fig, ax_box)
 
 
 def _box_panel(ax_box, conf, names, present: list[str], colors: dict, measure: str, label: str, k: int):
@@ -162,6 +164,10 @@ def _embedding_panel(fig, ax_emb, xy, conf, measure: str, label: str, k: int, em
     cbar.set_label(label)
     ax_emb.set_xticks([])
     ax_emb.set_yticks([])
+    if emb_name.startswith("spatial"):
+        # tissue coordinates as squidpy (and scsiam.pl.spatial) draw them: image rows grow downwards
+        ax_emb.set_aspect("equal", adjustable="box")
+        ax_emb.invert_yaxis()
     ax_emb.set_xlabel(f"{emb_name} 1")
     ax_emb.set_ylabel(f"{emb_name} 2")
     ax_emb.set_title(f"{label} on {emb_name}")
@@ -176,21 +182,11 @@ def _confidence_embedding(adata, key_added: str, basis: str | None) -> tuple[np.
         name = key.removeprefix("X_")
         name = "UMAP" if name.endswith("umap") else ("t-SNE" if name.endswith("tsne") else name)
         return _obsm_2d(adata, key), name
-    umap_key = f"X_{key_added}_umap"
-    if umap_key in adata.obsm:
-        return _obsm_2d(adata, umap_key), "UMAP"
     rep = f"X_{key_added}"
-    if rep not in adata.obsm:
+    if rep not in adata.obsm and f"{rep}_umap" not in adata.obsm:
         raise KeyError(
             f"obsm[{rep!r}] is missing, so no embedding can be drawn; run "
             f"scsiam.tl.siamese_clu(adata, key_added={key_added!r}) first, pass basis=..., or pass ax=... "
             "to draw only the per-cluster panel."
         )
-    import anndata as ad
-    import scanpy as sc
-
-    z = adata.obsm[rep]
-    view = ad.AnnData(obs=adata.obs[[]].copy(), obsm={rep: np.asarray(z, dtype=np.float32)})
-    sc.pp.neighbors(view, use_rep=rep, n_neighbors=min(15, max(2, adata.n_obs - 1)))
-    sc.tl.umap(view)
-    return _obsm_2d(view, "X_umap"), "UMAP"
+    return _umap(adata, key_added)[0], "UMAP"

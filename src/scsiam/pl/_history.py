@@ -27,20 +27,31 @@ def training_history(
         History keys to plot (default: all loss terms).
     ax, show, return_fig
         As in scanpy.
+
+    Returns
+    -------
+    The figure when ``return_fig`` is true; the Axes with ``show=False``; else ``None``.
     """
     history = getattr(model_or_history, "history", model_or_history)
     if not isinstance(history, dict) or not history:
         raise ValueError("No training history found; train the model first.")
-    keys = keys or [k for k in history if k.startswith("loss_") or k == "train_loss"]
+    if keys is None:  # every loss term that was ever non-zero (e.g. no KL term for backbone="ae")
+        keys = [
+            k for k in history
+            if (k.startswith("loss_") or k == "train_loss") and np.nanmax(np.abs(_values(history[k])), initial=0) > 0
+        ]  # fmt: skip
+    weight = _values(history["cluster_weight"]) if "cluster_weight" in history else None
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 4))
     else:
         fig = ax.figure
     for k in keys:
-        vals = np.asarray(history[k]).ravel().astype(float)
+        vals = _values(history[k])
         # epochs as recorded (keys logged only while clustering start later), counted from 1
         index = getattr(history[k], "index", None)
         epochs = np.asarray(index, dtype=float) + 1 if index is not None else np.arange(1, len(vals) + 1)
+        if k == "loss_cluster" and weight is not None and len(weight) == len(vals):
+            vals = np.where(weight > 0, vals, np.nan)  # logged as 0 before the clustering phase
         ax.plot(epochs, vals, label=k.removesuffix("_train"))
     if "cluster_weight" in history:
         w = np.asarray(history["cluster_weight"]).ravel().astype(float)
@@ -54,8 +65,13 @@ def training_history(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss")
     ax.set_yscale("symlog", linthresh=1e-2)
-    if all(np.nanmin(np.asarray(history[k], dtype=float)) >= 0 for k in keys):
+    if all(np.nanmin(_values(history[k]), initial=0) >= 0 for k in keys):
         ax.set_ylim(bottom=0)  # no empty negative half of the symlog axis
     ax.legend(fontsize=7, frameon=False)
     ax.set_title("scsiam training history")
-    return _finish(fig, show, return_fig)
+    return _finish(fig, show, return_fig, ax)
+
+
+def _values(entry) -> np.ndarray:
+    """The values of one history entry (a one-column frame or an array) as floats."""
+    return np.asarray(entry, dtype=float).ravel()

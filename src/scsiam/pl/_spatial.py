@@ -58,7 +58,8 @@ def spatial(
 
     Returns
     -------
-    The figure when ``return_fig`` is true, else ``None``.
+    The figure when ``return_fig`` is true; with ``show=False`` the Axes (a list with one per
+    panel when there are several); else ``None``.
     """
     sq = _import_squidpy()
     if spatial_key not in adata.obsm:
@@ -102,7 +103,7 @@ def spatial(
         )
     for a in axs:
         a.set_aspect("equal", adjustable="box")
-    return _finish(fig, show, return_fig)
+    return _finish(fig, show, return_fig, axs)
 
 
 def _import_squidpy():

@@ -7,12 +7,59 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def _finish(fig, show: bool | None, return_fig: bool):
+def _finish(fig, show: bool | None, return_fig: bool, axes):
+    """As scanpy: the figure with ``return_fig``; else shown (``show`` None or true) and ``None``
+    returned, or with ``show=False`` the Axes (a list when there are several panels)."""
     if return_fig:
         return fig
     if show is None or show:
         plt.show()
+        return None
+    axes = list(axes) if isinstance(axes, list | tuple) else [axes]
+    return axes[0] if len(axes) == 1 else axes
+
+
+def _stored_umap(adata, key_added: str):
+    """A UMAP of ``obsm[f"X_{key_added}"]`` already in ``adata``: ``(coords, key)``, or ``None``.
+
+    ``obsm[f"X_{key_added}_umap"]``, else scanpy's ``obsm["X_umap"]`` when the neighbours it was
+    computed from were those of the scsiam embedding (``uns["neighbors"]["params"]["use_rep"]``).
+    """
+    own = f"X_{key_added}_umap"
+    if own in adata.obsm:
+        return _obsm_2d(adata, own), own
+    uns = getattr(adata, "uns", {})
+    params = (uns.get("neighbors") or {}).get("params", {}) if isinstance(uns.get("neighbors"), dict) else {}
+    if "X_umap" in adata.obsm and "umap" in uns and params.get("use_rep") == f"X_{key_added}":
+        return _obsm_2d(adata, "X_umap"), "X_umap"
     return None
+
+
+def _umap(adata, key_added: str) -> tuple[np.ndarray, str]:
+    """A UMAP of the scsiam embedding: the stored one (see :func:`_stored_umap`), else one computed
+    on a private copy, so ``adata`` is not modified. Returns the coordinates and where they came from."""
+    from scanpy import logging as logg
+
+    stored = _stored_umap(adata, key_added)
+    if stored is not None:
+        logg.info(f"    drawing the UMAP stored in obsm[{stored[1]!r}]")
+        return stored
+    rep = f"X_{key_added}"
+    import anndata as ad
+    import scanpy as sc
+
+    logg.info(
+        f"    computing a UMAP of obsm[{rep!r}] (store it in obsm['X_{key_added}_umap'] to reuse it across plots)"
+    )
+    view = ad.AnnData(obs=adata.obs[[]].copy(), obsm={rep: np.asarray(adata.obsm[rep], dtype=np.float32)})
+    sc.pp.neighbors(view, use_rep=rep, n_neighbors=min(15, max(2, adata.n_obs - 1)))
+    sc.tl.umap(view)
+    return _obsm_2d(view, "X_umap"), "computed"
+
+
+def _legend_columns(n_categories: int) -> int:
+    """Columns of scanpy's legend "right margin" for this many categories."""
+    return 1 if n_categories <= 14 else 2 if n_categories <= 30 else 3
 
 
 def _private_view(adata, obs, obsm: dict, colors: list[str]):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -13,18 +12,18 @@ from natsort import natsorted
 
 from .._utils import (
     check_finite,
+    check_keywords,
     check_n_clusters,
     check_n_obs,
     check_signal,
     get_layer,
     is_main_process,
     package_version,
+    quiet_libraries,
     write_atomically,
 )
 from ..data import _inputs as inputs
 from ..data import resolve_graph_mode, smooth_rows
-
-logger = logging.getLogger(__name__)
 
 
 def siamese_clu(
@@ -45,7 +44,7 @@ def siamese_clu(
     key_added: str = "siamese",
     copy: bool = False,
     random_state: int | None = 0,
-    progress_bar: bool = True,
+    progress_bar: bool | None = None,
     n_top_genes: int | None = 2000,
     add_confidence: bool = False,
     model_kwargs: Mapping[str, Any] | None = None,
@@ -103,7 +102,9 @@ def siamese_clu(
         the global random generators of Python, numpy and torch (as scvi-tools does). ``None`` leaves
         ``scvi.settings.seed`` as it is, and training uses that seed (or 0 when it is unset).
     progress_bar
-        Show training progress bars.
+        Show one progress bar over the training phases (default: on, except when the
+        environment variable ``CI`` is set). Nothing else is printed unless scanpy's
+        ``settings.verbosity`` asks for it (``"info"``: short notes on each step).
     n_top_genes
         Highly variable genes used when the data have more genes (``None``: all genes).
     add_confidence
@@ -136,8 +137,14 @@ def siamese_clu(
 
     Nothing else is written: set-up and training run on a private working copy.
     """
+    from scanpy import logging as logg
+
     from ..model import SiameseCluModel
 
+    start = logg.info("running scsiam (Siamese clustering)")
+    # options checked before anything is computed: a misspelt key fails at once, naming the accepted ones
+    check_keywords(model_kwargs or {}, SiameseCluModel.model_options() - {"n_clusters"}, "model_kwargs")
+    check_keywords(train_kwargs or {}, SiameseCluModel.train_options(), "train_kwargs")
     target, data = inputs.resolve_container(adata, rna_mod)
     protein = inputs.protein_values(target, data, protein_obsm_key, protein_mod)
     X = get_layer(data, layer)
@@ -154,14 +161,16 @@ def siamese_clu(
     work = inputs.working_copy(
         data, X, batch=batch, graph=graph, graph_name=graph_name, coords=coords, protein=protein, n_top_genes=n_top_genes
     )
-    if random_state is not None:
-        import scvi
+    with quiet_libraries():  # "Seed set to ...", squidpy's graph-building notes
+        if random_state is not None:
+            import scvi
 
-        scvi.settings.seed = int(random_state)
-    SiameseCluModel.setup_anndata(
-        work, graph_mode=graph_mode, spatial_weight=spatial_weight, **inputs.working_setup_kwargs(work)
-    )
+            scvi.settings.seed = int(random_state)
+        SiameseCluModel.setup_anndata(
+            work, graph_mode=graph_mode, spatial_weight=spatial_weight, **inputs.working_setup_kwargs(work)
+        )
     model = SiameseCluModel(work, n_clusters=k, **dict(model_kwargs or {}))
+    logg.info(f"    training ({model.module.backbone} gene branch, {work.n_obs} cells, {work.n_vars} genes)")
     model.train(**{"progress_bar": progress_bar, **dict(train_kwargs or {})})
     z = model.get_latent_representation()
     q = model.predict(soft=True)
@@ -201,7 +210,8 @@ def siamese_clu(
         obs_new[f"{key_added}_confidence"] = q.max(1).astype(np.float32)
     obsm_new = {f"X_{key_added}": z.astype(np.float32), f"{key_added}_probabilities": q.astype(np.float32)}
     write_atomically(out, obsm=obsm_new, obs=obs_new, uns={f"{key_added}_clu": {"params": params, "version": package_version()}})
-    logger.info("added obsm%s, obs%s, uns[%r]", list(obsm_new), list(obs_new), f"{key_added}_clu")
+    added = [f"obsm[{k!r}]" for k in obsm_new] + [f"obs[{k!r}]" for k in obs_new] + [f"uns[{key_added + '_clu'!r}]"]
+    logg.info("    finished", time=start, deep="added\n    " + ",\n    ".join(added))
     if return_model:
         return (out, model) if copy else model
     return out if copy else None

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scvi.train import TrainRunner
 
-from .._utils import in_ci, quiet_internal_warnings, torch_threads_from_env
+from .._utils import in_ci, quiet_internal_warnings, quiet_libraries, torch_threads_from_env
 
 
 class PhaseTrainRunner(TrainRunner):
@@ -33,15 +33,24 @@ class PhaseTrainRunner(TrainRunner):
         self.model.history_ = merged
 
 
-def run_phase(model, plan, splitter, epochs: int, trainer_kwargs: dict, ckpt=None, phase: str | None = None):
-    """Train ``plan`` on ``splitter`` for ``epochs`` epochs with the model's runner (checkpointed with ``ckpt``)."""
+def run_phase(
+    model, plan, splitter, epochs: int, trainer_kwargs: dict, ckpt=None, phase: str | None = None, progress=None
+):
+    """Train ``plan`` on ``splitter`` for ``epochs`` epochs with the model's runner (checkpointed with ``ckpt``).
+
+    ``progress`` (a :class:`~scsiam.train.TrainingProgress`) is the bar shared by the phases.
+    """
     trainer_kwargs = dict(trainer_kwargs)
+    if progress is not None:
+        progress.start_phase(phase)
+        trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), progress]
     checkpointed = ckpt is not None and ckpt.dir is not None
     if checkpointed:
         trainer_kwargs.update(ckpt.trainer_kwargs(phase, trainer_kwargs.get("callbacks")))
-    runner = model._train_runner_cls(
-        model, training_plan=plan, data_splitter=splitter, max_epochs=epochs, **trainer_kwargs
-    )
+    with quiet_libraries():
+        runner = model._train_runner_cls(
+            model, training_plan=plan, data_splitter=splitter, max_epochs=epochs, **trainer_kwargs
+        )
     if checkpointed:
         # scvi's Trainer adds its own SaveCheckpoint (monitoring a validation loss this model does
         # not have) whenever checkpointing is on; the per-phase ModelCheckpoint is the one wanted
@@ -49,7 +58,7 @@ def run_phase(model, plan, splitter, epochs: int, trainer_kwargs: dict, ckpt=Non
 
         runner.trainer.callbacks[:] = [c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)]
     try:
-        with quiet_internal_warnings(), torch_threads_from_env():
+        with quiet_internal_warnings(), quiet_libraries(), torch_threads_from_env():
             runner()
     except SystemExit as e:
         # Lightning turns Ctrl-C into sys.exit(1) after a graceful stop; give callers the interrupt back
@@ -58,10 +67,20 @@ def run_phase(model, plan, splitter, epochs: int, trainer_kwargs: dict, ckpt=Non
         raise
 
 
-def trainer_defaults(trainer_kwargs: dict, accelerator, devices, progress_bar) -> dict:
-    """The Lightning trainer arguments of both phases."""
+def show_progress(progress_bar: bool | None) -> bool:
+    """Whether ``train`` draws its progress bar (``None``: yes, unless the variable ``CI`` is set)."""
+    return (not in_ci()) if progress_bar is None else bool(progress_bar)
+
+
+def trainer_defaults(trainer_kwargs: dict, accelerator, devices) -> dict:
+    """The Lightning trainer arguments of every phase.
+
+    Lightning's own bar is off (one per ``fit``, restarting at every phase): ``train`` draws one
+    :class:`~scsiam.train.TrainingProgress` bar over all phases instead.
+    """
     out = {"accelerator": accelerator, "devices": devices, **trainer_kwargs}
-    out.setdefault("enable_progress_bar", (not in_ci()) if progress_bar is None else progress_bar)
+    out.setdefault("enable_progress_bar", False)
+    out.setdefault("enable_model_summary", False)
     out.setdefault("log_every_n_steps", 1)
     out.setdefault("enable_checkpointing", False)
     out.setdefault("use_distributed_sampler", False)  # the splitter shards seeds by rank
