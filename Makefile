@@ -25,7 +25,8 @@ test: install
 
 lint: install
 	$(BIN)/python -m pip install -q ruff
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tutorials
+	$(BIN)/ruff format --check .
 
 docs: install
 	$(BIN)/python -m pip install -q $(PIP_CONSTRAINTS) -e ".[test,doc]"

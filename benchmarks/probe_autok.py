@@ -57,7 +57,10 @@ def pretrained_embedding(ds, seed: int, cache: Path) -> np.ndarray:
     with mock.patch.object(model_module, "estimate_n_clusters", record):
         try:
             scsiam.tl.siamese_clu(
-                ds.adata.copy(), n_clusters=None, random_state=seed, progress_bar=False,
+                ds.adata.copy(),
+                n_clusters=None,
+                random_state=seed,
+                progress_bar=False,
                 spatial_key="spatial" if ds.spatial else None,
             )
         except _Stop:
@@ -78,7 +81,9 @@ def _knn(z: np.ndarray, seed: int):
 def _leiden(tmp, resolution: float, seed: int) -> np.ndarray:
     import scanpy as sc
 
-    sc.tl.leiden(tmp, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
+    sc.tl.leiden(
+        tmp, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed
+    )
     return tmp.obs["leiden"].astype(int).to_numpy()
 
 
@@ -141,10 +146,17 @@ def main(argv=None):
             continue
         for seed in args.seeds:
             z = pretrained_embedding(ds, seed, cache)
-            ks = {**leiden_counts(z, seed), "silhouette": silhouette_k(z, seed), "stability": stability_k(z, seed)}
+            ks = {
+                **leiden_counts(z, seed),
+                "silhouette": silhouette_k(z, seed),
+                "stability": stability_k(z, seed),
+            }
             for name, k in ks.items():
                 rows.setdefault(name, []).append((ds.name, seed, k, ds.k))
-            print(f"{ds.name} seed {seed} (k={ds.k}): " + ", ".join(f"{n}: {k}" for n, k in ks.items()), flush=True)
+            print(
+                f"{ds.name} seed {seed} (k={ds.k}): " + ", ".join(f"{n}: {k}" for n, k in ks.items()),
+                flush=True,
+            )
     print("\nestimator: runs with k within ±30 % of the reference | chosen k per file (reference k)")
     for name, runs in rows.items():
         hits = sum(abs(k - t) <= 0.3 * t for _, _, k, t in runs)

@@ -88,5 +88,6 @@ def main(argv=None):
             final = adjusted_rand_score(ds.labels, ds.adata.obs["siamese_clusters"])
             print(f"{stem} seed={seed} final ARI {final:.3f}", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -66,10 +66,16 @@ def main(argv=None):
     a1 = ari(y, KMeans(k, n_init=10, random_state=0).fit_predict(z))
     m.module.init_centers(torch.as_tensor(kmeans_centers(z, k, 0)), torch.as_tensor(z))
     m.module.train()
-    plan = SiameseTrainingPlan(m.module, phase="cluster", n_obs=a.n_obs, cluster_weight=tk.pop("cw", 1.0), **pk)
+    plan = SiameseTrainingPlan(
+        m.module, phase="cluster", n_obs=a.n_obs, cluster_weight=tk.pop("cw", 1.0), **pk
+    )
     run_phase(m, plan, sp, n2, tkw)
-    last = {kk: round(float(np.asarray(v).ravel()[-1]), 3) for kk, v in m.history.items() if kk.startswith("loss")}
-    print(f"{name} {mk} pretrain-kmeans ARI {a1:.3f} final ARI {ari(y, m.predict()):.3f} seconds {time.time() - t:.0f} {last}")
+    last = {
+        kk: round(float(np.asarray(v).ravel()[-1]), 3) for kk, v in m.history.items() if kk.startswith("loss")
+    }
+    print(
+        f"{name} {mk} pretrain-kmeans ARI {a1:.3f} final ARI {ari(y, m.predict()):.3f} seconds {time.time() - t:.0f} {last}"
+    )
 
 
 if __name__ == "__main__":

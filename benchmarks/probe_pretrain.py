@@ -75,7 +75,9 @@ def main(argv=None):
             ari_z = adjusted_rand_score(ds.labels, KMeans(ds.k, n_init=10, random_state=seed).fit_predict(z))
             a = scanpy_pipeline(ds.adata, seed, neighbors=False, scale=False)
             pcs = a.obsm["X_pca"][:, :n_latent]
-            ari_pca = adjusted_rand_score(ds.labels, KMeans(ds.k, n_init=10, random_state=seed).fit_predict(pcs))
+            ari_pca = adjusted_rand_score(
+                ds.labels, KMeans(ds.k, n_init=10, random_state=seed).fit_predict(pcs)
+            )
             print(
                 f"{stem} seed={seed} model_kwargs={json.dumps(args.model_kwargs)} "
                 f"train_kwargs={json.dumps(args.train_kwargs)} pretrained-kmeans {ari_z:.3f} "

@@ -65,7 +65,9 @@ def main(argv=None):
 
     p = probe_parser(__doc__, files=["starmap_mpfc_BZ5", "mouse_olfactory_bulb_st"], seeds=[0, 1, 2])
     p.add_argument("--weights", nargs="*", type=float, default=[1.0, 2.0])
-    p.add_argument("--smoothing", type=int, default=0, help="spatial_smoothing steps of the final assignments")
+    p.add_argument(
+        "--smoothing", type=int, default=0, help="spatial_smoothing steps of the final assignments"
+    )
     args = p.parse_args(argv)
     kmeans_centers = model_module.kmeans_centers
     for stem in args.files:
@@ -78,13 +80,20 @@ def main(argv=None):
                 model_module.kmeans_centers = init
                 try:
                     scsiam.tl.siamese_clu(
-                        ds.adata, n_clusters=ds.k, random_state=seed, progress_bar=False, spatial_key="spatial",
+                        ds.adata,
+                        n_clusters=ds.k,
+                        random_state=seed,
+                        progress_bar=False,
+                        spatial_key="spatial",
                         spatial_smoothing=args.smoothing,
                     )
                 finally:
                     model_module.kmeans_centers = kmeans_centers
                 final = adjusted_rand_score(ds.labels, ds.adata.obs["siamese_clusters"].astype(str))
-                print(f"{stem} weight={weight} smoothing={args.smoothing} seed={seed} initial {seen['init']:.3f} final {final:.3f}", flush=True)
+                print(
+                    f"{stem} weight={weight} smoothing={args.smoothing} seed={seed} initial {seen['init']:.3f} final {final:.3f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -84,7 +84,6 @@ always_document_param_types = False
 nitpicky = False
 
 
-
 def _own_documented_members(paths: list[str]) -> dict[str, list[str]]:
     """Public members each class defines itself with a docstring (for the class template's tables)."""
     import importlib

@@ -31,7 +31,12 @@ def _case(name, small):
     """(adata, kwargs, exception type, message regex) for each bad-input case."""
     n = small.n_obs
     if name in ("nan", "inf"):
-        return _with_value(small, np.nan if name == "nan" else np.inf), {"n_clusters": 3}, ValueError, r"NaN or infinite"
+        return (
+            _with_value(small, np.nan if name == "nan" else np.inf),
+            {"n_clusters": 3},
+            ValueError,
+            r"NaN or infinite",
+        )
     if name == "empty":
         return small[:0].copy(), {"n_clusters": 3}, ValueError, r"0 cell\(s\).*at least"
     if name == "one-cell":
@@ -43,35 +48,99 @@ def _case(name, small):
         "k-str": (small, {"n_clusters": "five"}, TypeError, r"n_clusters must be an integer"),
         "k-float": (small, {"n_clusters": 2.5}, TypeError, r"n_clusters must be an integer"),
         "k-bool": (small, {"n_clusters": True}, TypeError, r"n_clusters must be an integer"),
-        "missing-layer": (small, {"n_clusters": 3, "layer": "raw_counts"}, KeyError, r"Layer 'raw_counts' is not in adata.layers"),
+        "missing-layer": (
+            small,
+            {"n_clusters": 3, "layer": "raw_counts"},
+            KeyError,
+            r"Layer 'raw_counts' is not in adata.layers",
+        ),
         "missing-obsp": (small, {"n_clusters": 3, "obsp": "nope"}, KeyError, r"obsp='nope' is not in obsp"),
-        "missing-neighbors-key": (small, {"n_clusters": 3, "neighbors_key": "nope"}, KeyError, r"neighbors_key='nope' is not in uns"),
-        "missing-spatial-key": (small, {"n_clusters": 3, "spatial_key": "nope"}, KeyError, r"spatial_key='nope' is not in obsm"),
+        "missing-neighbors-key": (
+            small,
+            {"n_clusters": 3, "neighbors_key": "nope"},
+            KeyError,
+            r"neighbors_key='nope' is not in uns",
+        ),
+        "missing-spatial-key": (
+            small,
+            {"n_clusters": 3, "spatial_key": "nope"},
+            KeyError,
+            r"spatial_key='nope' is not in obsm",
+        ),
         "obsp-and-neighbors-key": (
-            small, {"n_clusters": 3, "obsp": "connectivities", "neighbors_key": "neighbors"}, ValueError,
+            small,
+            {"n_clusters": 3, "obsp": "connectivities", "neighbors_key": "neighbors"},
+            ValueError,
             r"either obsp or neighbors_key, not both",
         ),
-        "missing-batch-key": (small, {"n_clusters": 3, "batch_key": "sample"}, KeyError, r"batch_key 'sample' is not a column"),
-        "empty-key-added": (small, {"n_clusters": 3, "key_added": ""}, TypeError, r"key_added must be a non-empty string"),
-        "smoothing-without-coordinates": (small, {"n_clusters": 3, "spatial_smoothing": 2}, ValueError, r"spatial_smoothing needs spatial coordinates"),
+        "missing-batch-key": (
+            small,
+            {"n_clusters": 3, "batch_key": "sample"},
+            KeyError,
+            r"batch_key 'sample' is not a column",
+        ),
+        "empty-key-added": (
+            small,
+            {"n_clusters": 3, "key_added": ""},
+            TypeError,
+            r"key_added must be a non-empty string",
+        ),
+        "smoothing-without-coordinates": (
+            small,
+            {"n_clusters": 3, "spatial_smoothing": 2},
+            ValueError,
+            r"spatial_smoothing needs spatial coordinates",
+        ),
         "smoothing-negative": (
-            small, {"n_clusters": 3, "spatial_key": "spatial", "spatial_smoothing": -1}, ValueError,
+            small,
+            {"n_clusters": 3, "spatial_key": "spatial", "spatial_smoothing": -1},
+            ValueError,
             r"spatial_smoothing must be a non-negative integer",
         ),
         "smoothing-float": (
-            small, {"n_clusters": 3, "spatial_key": "spatial", "spatial_smoothing": 1.5}, TypeError,
+            small,
+            {"n_clusters": 3, "spatial_key": "spatial", "spatial_smoothing": 1.5},
+            TypeError,
             r"spatial_smoothing must be an integer",
         ),
-        "n-top-genes-0": (small, {"n_clusters": 3, "n_top_genes": 0}, ValueError, r"n_top_genes must be a positive"),
-        "n-top-genes-negative": (small, {"n_clusters": 3, "n_top_genes": -5}, ValueError, r"n_top_genes must be a positive"),
+        "n-top-genes-0": (
+            small,
+            {"n_clusters": 3, "n_top_genes": 0},
+            ValueError,
+            r"n_top_genes must be a positive",
+        ),
+        "n-top-genes-negative": (
+            small,
+            {"n_clusters": 3, "n_top_genes": -5},
+            ValueError,
+            r"n_top_genes must be a positive",
+        ),
     }[name]
 
 
 CASES = [
-    "nan", "inf", "empty", "one-cell", "k>=n", "k>n", "k=1", "k-str", "k-float", "k-bool", "missing-layer",
-    "missing-obsp", "missing-neighbors-key", "missing-spatial-key", "obsp-and-neighbors-key", "missing-batch-key",
-    "empty-key-added", "smoothing-without-coordinates", "smoothing-negative", "smoothing-float",
-    "n-top-genes-0", "n-top-genes-negative",
+    "nan",
+    "inf",
+    "empty",
+    "one-cell",
+    "k>=n",
+    "k>n",
+    "k=1",
+    "k-str",
+    "k-float",
+    "k-bool",
+    "missing-layer",
+    "missing-obsp",
+    "missing-neighbors-key",
+    "missing-spatial-key",
+    "obsp-and-neighbors-key",
+    "missing-batch-key",
+    "empty-key-added",
+    "smoothing-without-coordinates",
+    "smoothing-negative",
+    "smoothing-float",
+    "n-top-genes-0",
+    "n-top-genes-negative",
 ]
 
 

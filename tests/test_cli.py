@@ -61,7 +61,9 @@ def test_missing_input_in_process(tmp_path, capsys):
 @pytest.mark.parametrize("value", ["1", "five", "2.5"])
 def test_bad_n_clusters_is_a_usage_error(value, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        cli.main(["cluster", str(tmp_path / "in.h5ad"), "-o", str(tmp_path / "o.h5ad"), "--n-clusters", value])
+        cli.main(
+            ["cluster", str(tmp_path / "in.h5ad"), "-o", str(tmp_path / "o.h5ad"), "--n-clusters", value]
+        )
     assert info.value.code == 2
     assert "--n-clusters" in capsys.readouterr().err
 
@@ -132,7 +134,9 @@ def test_data_warnings_reach_the_user(small_h5ad, tmp_path, capsys):
 
 def test_spatial_smoothing_without_coordinates_reports_error(small_h5ad, tmp_path, capsys):
     out = tmp_path / "o.h5ad"
-    rc = cli.main(["cluster", str(small_h5ad), "-o", str(out), "--n-clusters", "3", "--spatial-smoothing", "2"])
+    rc = cli.main(
+        ["cluster", str(small_h5ad), "-o", str(out), "--n-clusters", "3", "--spatial-smoothing", "2"]
+    )
     assert rc == 2
     assert "spatial_smoothing needs spatial coordinates" in capsys.readouterr().err
     assert not out.exists()
@@ -166,7 +170,18 @@ def test_spatial_run_prints_only_its_result(tmp_path, capsys):
     path = tmp_path / "star.h5ad"
     scsiam.datasets.starmap_mpfc()[:150].copy().write_h5ad(path)
     capsys.readouterr()
-    rc = cli.main(["cluster", str(path), "-o", str(tmp_path / "o.h5ad"), "--n-clusters", "3", "--spatial-key", "spatial"])
+    rc = cli.main(
+        [
+            "cluster",
+            str(path),
+            "-o",
+            str(tmp_path / "o.h5ad"),
+            "--n-clusters",
+            "3",
+            "--spatial-key",
+            "spatial",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0
     assert out.startswith("clustered 150 cells into k=3 clusters") and out.count("\n") == 1, out
@@ -271,5 +286,8 @@ def test_quiet_draws_no_bar(monkeypatch, small_h5ad, tmp_path):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     monkeypatch.delenv("CI", raising=False)
     out = tmp_path / "o.h5ad"
-    assert cli.main(["cluster", str(small_h5ad), "-o", str(out), "--n-clusters", "3", "--max-epochs", "2", "-q"]) == 0
+    assert (
+        cli.main(["cluster", str(small_h5ad), "-o", str(out), "--n-clusters", "3", "--max-epochs", "2", "-q"])
+        == 0
+    )
     assert seen["progress_bar"] is False

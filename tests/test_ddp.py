@@ -15,7 +15,11 @@ def test_ddp_two_cpu_processes(tmp_path, center_update):
     script = os.path.join(os.path.dirname(__file__), "ddp_script.py")
     env = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, script, str(tmp_path), center_update], capture_output=True, text=True, timeout=900, env=env
+        [sys.executable, script, str(tmp_path), center_update],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = json.loads((tmp_path / "rank0.json").read_text())

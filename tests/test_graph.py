@@ -241,7 +241,9 @@ def test_spatial_slices_with_missing_labels_or_too_few_cells_are_refused():
     rng = np.random.default_rng(0)
     coords = rng.uniform(size=(30, 2))
     with pytest.raises(ValueError, match="missing for 10 cells"):
-        G.spatial_knn_graph(coords, n_neighs=4, groups=np.array(["a"] * 10 + [None] * 10 + ["b"] * 10, dtype=object))
+        G.spatial_knn_graph(
+            coords, n_neighs=4, groups=np.array(["a"] * 10 + [None] * 10 + ["b"] * 10, dtype=object)
+        )
     with pytest.raises(ValueError, match="Slice 'b' holds 4 cells.*n_neighs below 4"):
         G.spatial_knn_graph(coords, n_neighs=6, groups=np.array(["a"] * 26 + ["b"] * 4))
     A = G.spatial_knn_graph(coords, n_neighs=3, groups=np.array(["a"] * 26 + ["b"] * 4))

@@ -66,7 +66,9 @@ def test_flipped_bytes_in_a_tensor_record_are_refused(saved_model):
 def test_weights_changed_behind_a_valid_archive_fail_the_checksum(saved_model, tmp_path):
     adata, _, folder = saved_model
     saved = torch.load(folder / "model.pt", weights_only=False)
-    key = next(k for k, v in saved["model_state_dict"].items() if isinstance(v, torch.Tensor) and v.numel() > 10)
+    key = next(
+        k for k, v in saved["model_state_dict"].items() if isinstance(v, torch.Tensor) and v.numel() > 10
+    )
     saved["model_state_dict"][key] = saved["model_state_dict"][key] + 1.0
     torch.save(saved, folder / "model.pt")
     with pytest.raises(ValueError, match="do not match the checksum"):
@@ -155,7 +157,9 @@ def test_truncated_checkpoint_names_the_file(tmp_path):
 # ------------------------------------------------------------------------------ degenerate data
 def _setup_in_subprocess(code: str) -> subprocess.CompletedProcess:
     """Run set-up code in a child process, so that a crash of a library (a segfault) fails the test."""
-    prog = "import numpy as np, anndata as ad, scipy.sparse as sp\nfrom scsiam import SiameseCluModel\n" + code
+    prog = (
+        "import numpy as np, anndata as ad, scipy.sparse as sp\nfrom scsiam import SiameseCluModel\n" + code
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, env=env, timeout=300)
 
@@ -242,7 +246,9 @@ def test_text_column_in_a_table_names_the_key(where):
 
 def test_distance_graph_given_as_connectivities_warns():
     adata = make_poisson(60, 20)
-    G = sp.random(60, 60, density=0.1, random_state=0, format="csr") * 10 + sp.random(60, 60, density=0.1, random_state=1)
+    G = sp.random(60, 60, density=0.1, random_state=0, format="csr") * 10 + sp.random(
+        60, 60, density=0.1, random_state=1
+    )
     adata.obsp["distances"] = sp.csr_matrix(G + G.T)
     with pytest.warns(UserWarning, match="graph of distances"):
         SiameseCluModel.setup_anndata(adata, graph_key="distances")
@@ -283,7 +289,9 @@ def test_cli_interrupted_write_leaves_the_input_file_intact(small_file, monkeypa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ad.AnnData, "write_h5ad", write_then_interrupt)
-    rc = cli.main(["cluster", str(small_file), "-o", str(small_file), "--n-clusters", "3", "--max-epochs", "2"])
+    rc = cli.main(
+        ["cluster", str(small_file), "-o", str(small_file), "--n-clusters", "3", "--max-epochs", "2"]
+    )
     assert rc == 130
     assert "interrupted" in capsys.readouterr().err
     assert small_file.read_bytes() == before
@@ -304,7 +312,9 @@ def test_cli_ctrl_c_during_the_fit_is_one_line_and_exit_130(small_file, tmp_path
 
 
 def test_cli_same_input_and_output(small_file, capsys):
-    rc = cli.main(["cluster", str(small_file), "-o", str(small_file), "--n-clusters", "3", "--max-epochs", "2"])
+    rc = cli.main(
+        ["cluster", str(small_file), "-o", str(small_file), "--n-clusters", "3", "--max-epochs", "2"]
+    )
     assert rc == 0, capsys.readouterr().err
     assert "siamese_clusters" in ad.read_h5ad(small_file).obs
 

@@ -77,7 +77,9 @@ def test_imports_run_down_the_floors(path):
             continue
         assert target in FLOOR, f"{path.name}:{line} imports unknown room {name}"
         if target in BESIDE and room not in ("cli", "__init__", *BESIDE):
-            pytest.fail(f"{path.relative_to(ROOT)}:{line} imports {name}: evaluation code is not for the model stack")
+            pytest.fail(
+                f"{path.relative_to(ROOT)}:{line} imports {name}: evaluation code is not for the model stack"
+            )
         assert FLOOR[target] <= FLOOR[room], (
             f"{path.relative_to(ROOT)}:{line} imports {name} from a higher floor ({target} above {room})"
         )

@@ -269,7 +269,9 @@ def test_auto_k_counts_only_communities_above_min_fraction():
     rng = np.random.default_rng(0)
     # three populations of 300 cells and one of 6 (0.7 %), far apart in an 8-d embedding
     centres = np.eye(4, 8) * 20
-    z = np.concatenate([rng.normal(size=(n, 8)) + c for n, c in zip((300, 300, 300, 6), centres, strict=True)])
+    z = np.concatenate(
+        [rng.normal(size=(n, 8)) + c for n, c in zip((300, 300, 300, 6), centres, strict=True)]
+    )
     k, info = estimate_n_clusters(z)
     assert (k, info["n_communities"], info["min_fraction"]) == (3, 4, 0.03)
     assert estimate_n_clusters(z, min_fraction=0.005)[0] == 4
@@ -294,7 +296,14 @@ def test_options_run(adata150, kwargs):
     # narrow layers: the options change code paths, not capacity
     model = SiameseCluModel(adata150, n_clusters=3, n_hidden=64, n_graph_hidden=32, **kwargs)
     for key, value in kwargs.items():
-        if key in ("likelihood", "use_graph", "fusion_loss", "clustering_head", "edge_drop_mode", "feature_augmentation"):
+        if key in (
+            "likelihood",
+            "use_graph",
+            "fusion_loss",
+            "clustering_head",
+            "edge_drop_mode",
+            "feature_augmentation",
+        ):
             assert getattr(model.module, key) == value
     model.train(max_epochs=2, batch_size=64, progress_bar=False)
     z = model.get_latent_representation()

@@ -138,7 +138,9 @@ def _batch(n=80, g=30, seed=0):
     X = sp.csr_matrix(rng.poisson(1.0, size=(n, g)).astype(np.float32))
     R = sp.random(n, n, density=0.1, random_state=seed, format="csr")
     A = symmetrize(R + R.T)
-    split = GraphDataSplitter(CellSource(X), CSRGraph(A), CSRGraph(ppr_graph(A, top_k=5)), batch_size=32, seed=seed)
+    split = GraphDataSplitter(
+        CellSource(X), CSRGraph(A), CSRGraph(ppr_graph(A, top_k=5)), batch_size=32, seed=seed
+    )
     return next(split._iterate(train=True))
 
 
@@ -147,7 +149,13 @@ def test_module_loss_is_finite_and_differentiable(likelihood):
     torch.manual_seed(0)
     batch = _batch()
     m = SiameseModule(
-        30, n_clusters=3, likelihood=likelihood, n_hidden=32, n_graph_hidden=16, n_latent=8, center_update="gradient"
+        30,
+        n_clusters=3,
+        likelihood=likelihood,
+        n_hidden=32,
+        n_graph_hidden=16,
+        n_latent=8,
+        center_update="gradient",
     )
     m.init_centers(torch.randn(3, 8))  # zero centres give a uniform Q and a zero clustering loss
     m.set_phase("cluster")
@@ -158,7 +166,11 @@ def test_module_loss_is_finite_and_differentiable(likelihood):
     out = m.loss(batch, inf, gen, cluster_weight=1.0)
     assert torch.isfinite(out.loss)
     assert set(out.extra_metrics) == {
-        "loss_reconstruction", "loss_kl", "loss_graph", "loss_fusion", "loss_propagation",
+        "loss_reconstruction",
+        "loss_kl",
+        "loss_graph",
+        "loss_fusion",
+        "loss_propagation",
         "loss_cluster",
     }
     assert out.extra_metrics["loss_kl"].item() == 0  # the autoencoder has no posterior
@@ -176,13 +188,17 @@ def test_protein_reconstruction_counts_each_protein_like_one_gene():
     R = sp.random(n, n, density=0.1, random_state=0, format="csr")
     A = symmetrize(R + R.T)
     prot = rng.normal(size=(n, p)).astype(np.float32)
-    split = GraphDataSplitter(CellSource(X, protein=prot), CSRGraph(A), CSRGraph(ppr_graph(A, top_k=5)), batch_size=32)
+    split = GraphDataSplitter(
+        CellSource(X, protein=prot), CSRGraph(A), CSRGraph(ppr_graph(A, top_k=5)), batch_size=32
+    )
     batch = next(split._iterate(train=True))
     assert SiameseModule(g, n_protein=p).w_protein == pytest.approx(p / g)
 
     def reconstruction(w_protein):
         torch.manual_seed(0)
-        m = SiameseModule(g, n_protein=p, w_protein=w_protein, n_hidden=32, n_graph_hidden=16, n_latent=8).eval()
+        m = SiameseModule(
+            g, n_protein=p, w_protein=w_protein, n_hidden=32, n_graph_hidden=16, n_latent=8
+        ).eval()
         inf = m.inference(batch)
         gen = m.generative(**m._get_generative_input(batch, inf))
         return m.loss(batch, inf, gen).extra_metrics["loss_reconstruction"].item()
@@ -277,7 +293,9 @@ def test_module_centres_resize_and_log_q():
 def _previous_layout(state: dict, prefix: str = "") -> dict:
     """A state dict as written before the clustering head was a submodule: no extra state."""
     return {
-        prefix + k.removeprefix("cluster_head."): v for k, v in state.items() if k != "cluster_head._extra_state"
+        prefix + k.removeprefix("cluster_head."): v
+        for k, v in state.items()
+        if k != "cluster_head._extra_state"
     }
 
 
@@ -328,11 +346,22 @@ def test_clustering_state_travels_with_the_state_dict(tmp_path):
     fresh = SiameseModule(10, n_latent=4, bank_size=64, center_update="ema")  # empty head, k = 0
     fresh.load_state_dict(state)
     head, ref = fresh.cluster_head, m.cluster_head
-    for name in ("bank", "bank_fill", "bank_ptr", "ot_log_v", "ot_steps", "center_mass", "centers", "kernel_scale"):
+    for name in (
+        "bank",
+        "bank_fill",
+        "bank_ptr",
+        "ot_log_v",
+        "ot_steps",
+        "center_mass",
+        "centers",
+        "kernel_scale",
+    ):
         assert torch.equal(getattr(head, name), getattr(ref, name)), name
     assert head.bank_limit == ref.bank_limit == 40 and int(head.bank_fill) == 40 and int(head.ot_steps) == 3
     # the next clustering step (with its Sinkhorn refresh) continues alike
-    assert torch.equal(head.cluster_loss(z)[0], ref.cluster_loss(z)[0]) and torch.equal(head.ot_log_v, ref.ot_log_v)
+    assert torch.equal(head.cluster_loss(z)[0], ref.cluster_loss(z)[0]) and torch.equal(
+        head.ot_log_v, ref.ot_log_v
+    )
     # the extra state is a copy, not a view of the live memory
     extra = ref.get_extra_state()
     ref._push_bank(torch.full((4, 4), 7.0))
@@ -403,7 +432,9 @@ def test_no_parameter_scales_with_n_obs(worm_full):
     assert shapes_small == shapes_large
     assert len(shapes_small) > 10
     sd_small, sd_large = _state_tensors(m_small.module), _state_tensors(m_large.module)
-    assert {k: tuple(v.shape) for k, v in sd_small.items()} == {k: tuple(v.shape) for k, v in sd_large.items()}
+    assert {k: tuple(v.shape) for k, v in sd_small.items()} == {
+        k: tuple(v.shape) for k, v in sd_large.items()
+    }
     assert "cluster_head._extra_state/bank" in sd_small
     for m, n in ((m_small, 200), (m_large, 400)):
         for name, t in _state_tensors(m.module).items():

@@ -114,7 +114,9 @@ def test_failed_setup_mudata_leaves_the_modalities_as_they_were(cbmc):
     assert {name: list(mod.obs.columns) for name, mod in cbmc.mod.items()} == cols
     cbmc.mod["rna"].obs["rb"] = pd.Categorical(["u", None] * (cbmc.n_obs // 2))
     with pytest.raises(ValueError, match=r"obs\['rb'\] \(batch_key\) is missing for 100 cells"):
-        SiameseCluModel.setup_mudata(cbmc, batch_key="rb", modalities={"rna_layer": "rna", "batch_key": "rna"})
+        SiameseCluModel.setup_mudata(
+            cbmc, batch_key="rb", modalities={"rna_layer": "rna", "batch_key": "rna"}
+        )
     assert "siamese_connectivities" not in cbmc.obsp
 
 
@@ -194,7 +196,9 @@ def test_spatial_smoothing_through_tl(starmap_full):
 
     a = subsample(starmap_full, 200, seed=3)
     plain = scsiam.tl.siamese_clu(a, n_clusters=3, spatial_key="spatial", copy=True, **TL_KW)
-    smooth = scsiam.tl.siamese_clu(a, n_clusters=3, spatial_key="spatial", spatial_smoothing=3, copy=True, **TL_KW)
+    smooth = scsiam.tl.siamese_clu(
+        a, n_clusters=3, spatial_key="spatial", spatial_smoothing=3, copy=True, **TL_KW
+    )
     assert "spatial_smoothing" not in plain.uns["siamese_clu"]["params"]
     assert smooth.uns["siamese_clu"]["params"]["spatial_smoothing"] == 3
     np.testing.assert_allclose(plain.obsm["X_siamese"], smooth.obsm["X_siamese"])  # same model

@@ -699,7 +699,11 @@ def test_checkpoints_of_another_run_are_refused_before_training(tmp_path):
     assert not model.is_trained_
     # the same model with other clustering-phase settings: other optimised parameters or schedule
     for kwargs, train_kwargs, msg in [
-        ({"center_update": "ema"}, {}, "trained with center_update='gradient', but this run asks for center_update='ema'"),
+        (
+            {"center_update": "ema"},
+            {},
+            "trained with center_update='gradient', but this run asks for center_update='ema'",
+        ),
         ({}, {"anneal_lr": True}, "trained with anneal_lr=False, but this run asks for anneal_lr=True"),
         ({}, {"center_lr": 0.01}, "trained with center_lr=None, but this run asks for center_lr=0.01"),
     ]:

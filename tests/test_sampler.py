@@ -61,11 +61,13 @@ def test_sample_neighbors_is_random_but_seedable(graph_and_matrix):
 def test_sample_subgraph_seeds_first(graph_and_matrix, num_hops, fanout):
     g, A = graph_and_matrix
     seeds = torch.tensor([17, 3, 55, 101, 8])
-    nodes = sample_subgraph(g, seeds, num_hops=num_hops, fanout=fanout, generator=torch.Generator().manual_seed(0))
+    nodes = sample_subgraph(
+        g, seeds, num_hops=num_hops, fanout=fanout, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(nodes[: len(seeds)], seeds)
     assert len(torch.unique(nodes)) == len(nodes)
     assert len(nodes) > len(seeds)
-    new = nodes[len(seeds):].numpy()
+    new = nodes[len(seeds) :].numpy()
     if num_hops == 1:
         # every added node is a neighbour of a seed; at most fanout per seed
         nbrs = set(A[seeds.numpy()].indices.tolist())
@@ -78,7 +80,9 @@ def test_sample_subgraph_seeds_first(graph_and_matrix, num_hops, fanout):
 
 def test_induced_edges_are_real_edges(graph_and_matrix):
     g, A = graph_and_matrix
-    nodes = sample_subgraph(g, torch.tensor([2, 40, 77, 90]), fanout=4, generator=torch.Generator().manual_seed(3))
+    nodes = sample_subgraph(
+        g, torch.tensor([2, 40, 77, 90]), fanout=4, generator=torch.Generator().manual_seed(3)
+    )
     ei, ew = g.induced_edges(nodes)
     assert ei.shape[0] == 2 and ei.shape[1] == ew.shape[0]
     assert ei.shape[1] > 0
@@ -105,8 +109,13 @@ def make_splitter(n=103, batch_size=16, fanout=4, seed=0, num_hops=1):
     A = random_graph(n, density=0.08, seed=1)
     source = CellSource(X)
     split = GraphDataSplitter(
-        source, CSRGraph(A), CSRGraph(ppr_graph(A, top_k=5)),
-        batch_size=batch_size, fanout=fanout, num_hops=num_hops, seed=seed,
+        source,
+        CSRGraph(A),
+        CSRGraph(ppr_graph(A, top_k=5)),
+        batch_size=batch_size,
+        fanout=fanout,
+        num_hops=num_hops,
+        seed=seed,
     )
     return split, X, A
 
@@ -170,8 +179,19 @@ def test_make_batch_keys():
     split, _, _ = make_splitter()
     nodes = torch.tensor([0, 1, 2, 50])
     b = make_batch(split.source, split.graph, split.ppr, nodes, 2)
-    assert {"X", "X_indptr", "X_indices", "X_values", "batch", "ind_x", "n_seed", "edge_index", "edge_weight",
-            "ppr_index", "ppr_weight"} <= set(b)
+    assert {
+        "X",
+        "X_indptr",
+        "X_indices",
+        "X_values",
+        "batch",
+        "ind_x",
+        "n_seed",
+        "edge_index",
+        "edge_weight",
+        "ppr_index",
+        "ppr_weight",
+    } <= set(b)
     assert b["X"].shape == (2, 12)
     assert int(b["n_seed"]) == 2
 

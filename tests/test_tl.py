@@ -203,7 +203,9 @@ def test_log_normalised_input_uses_gaussian(worm_full):
 def test_mudata(worm_full):
     rna = top_genes(subsample(worm_full, 150, seed=14), 500)
     rng = np.random.default_rng(0)
-    prot = ad.AnnData(X=rng.poisson(3.0, size=(rna.n_obs, 8)).astype(np.float32), obs=pd.DataFrame(index=rna.obs_names))
+    prot = ad.AnnData(
+        X=rng.poisson(3.0, size=(rna.n_obs, 8)).astype(np.float32), obs=pd.DataFrame(index=rna.obs_names)
+    )
     prot.var_names = [f"p{i}" for i in range(8)]
     mdata = mudata.MuData({"rna": rna, "prot": prot})
     rna_obsm_before = set(mdata.mod["rna"].obsm.keys())

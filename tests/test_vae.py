@@ -95,7 +95,10 @@ def test_gene_phase_changes_only_the_gene_branch_and_decoder():
     from scsiam.train._runner import trainer_defaults
 
     model._train_gene_phase(
-        PhaseCheckpoints(None), {"lr": 1e-3}, trainer_defaults({}, "cpu", 1), {"seed": 0, "n_gene": 2, "progress": None}
+        PhaseCheckpoints(None),
+        {"lr": 1e-3},
+        trainer_defaults({}, "cpu", 1),
+        {"seed": 0, "n_gene": 2, "progress": None},
     )
     after = model.module.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}

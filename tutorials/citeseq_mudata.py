@@ -62,7 +62,9 @@ mdata.uns["siamese_clu"]["params"]
 # For comparison, RNA alone on the same cells and seed:
 
 # %%
-scsiam.tl.siamese_clu(mdata, n_clusters=15, protein_mod=None, key_added="rna_only", random_state=0, progress_bar=False)
+scsiam.tl.siamese_clu(
+    mdata, n_clusters=15, protein_mod=None, key_added="rna_only", random_state=0, progress_bar=False
+)
 scores = {
     "RNA + protein": scsiam.metrics.evaluate(reference, mdata.obs["siamese_clusters"]),
     "RNA only": scsiam.metrics.evaluate(reference, mdata.obs["rna_only_clusters"]),

@@ -56,8 +56,13 @@ adata
 
 # %%
 scsiam.tl.siamese_clu(
-    adata, n_clusters=4, spatial_key="spatial", graph_mode="expression", key_added="expr",
-    random_state=0, progress_bar=False,
+    adata,
+    n_clusters=4,
+    spatial_key="spatial",
+    graph_mode="expression",
+    key_added="expr",
+    random_state=0,
+    progress_bar=False,
 )
 scsiam.metrics.evaluate(reference["domain"], adata.obs["expr_clusters"])
 
@@ -90,8 +95,13 @@ scsiam.metrics.evaluate(reference["domain"], adata.obs["siamese_clusters"])
 
 # %%
 scsiam.tl.siamese_clu(
-    adata, n_clusters=4, spatial_key="spatial", spatial_smoothing=3, key_added="smooth",
-    random_state=0, progress_bar=False,
+    adata,
+    n_clusters=4,
+    spatial_key="spatial",
+    spatial_smoothing=3,
+    key_added="smooth",
+    random_state=0,
+    progress_bar=False,
 )
 scsiam.metrics.evaluate(reference["domain"], adata.obs["smooth_clusters"])
 

@@ -84,7 +84,9 @@ def _read_input(path: str):
         return ad.read_h5ad(path)
     except Exception as e:
         hint = " (a MuData file? name it .h5mu)" if "MuData" in str(e) else ""
-        raise ValueError(f"{path!r} could not be read as an {kind}{hint} ({type(e).__name__}: {str(e)[:200]})") from e
+        raise ValueError(
+            f"{path!r} could not be read as an {kind}{hint} ({type(e).__name__}: {str(e)[:200]})"
+        ) from e
 
 
 def _write_atomically(adata, output: str) -> None:
@@ -128,13 +130,21 @@ def _demo(args) -> int:
     print(f"scsiam demo: C. elegans neurons (Cao et al. 2017), {fit.n_obs} cells x {fit.n_vars} genes, k={k}")
     t0 = time.perf_counter()
     scsiam.tl.siamese_clu(
-        fit, n_clusters=k, random_state=args.seed, progress_bar=_progress(args), train_kwargs=_train_kwargs(args)
+        fit,
+        n_clusters=k,
+        random_state=args.seed,
+        progress_bar=_progress(args),
+        train_kwargs=_train_kwargs(args),
     )
     secs = time.perf_counter() - t0
     m = scsiam.metrics.evaluate(truth, fit.obs["siamese_clusters"])
     base = scsiam.metrics.evaluate(truth, scsiam.metrics.pca_kmeans(adata, k, args.seed))
-    print(f"scsiam            ARI {m['ARI']:.3f}  NMI {m['NMI']:.3f}  ACC {m['ACC']:.3f}  k {k}  seconds {secs:.1f}")
-    print(f"PCA(50) + KMeans  ARI {base['ARI']:.3f}  NMI {base['NMI']:.3f}  ACC {base['ACC']:.3f}  (baseline: normalise, log1p, scale, PCA 50, KMeans)")
+    print(
+        f"scsiam            ARI {m['ARI']:.3f}  NMI {m['NMI']:.3f}  ACC {m['ACC']:.3f}  k {k}  seconds {secs:.1f}"
+    )
+    print(
+        f"PCA(50) + KMeans  ARI {base['ARI']:.3f}  NMI {base['NMI']:.3f}  ACC {base['ACC']:.3f}  (baseline: normalise, log1p, scale, PCA 50, KMeans)"
+    )
     return 0
 
 
@@ -174,20 +184,29 @@ EPOCHS_HELP = "training epochs over both phases (default: chosen from the number
 def build_parser() -> argparse.ArgumentParser:
     from scsiam._utils._runtime import package_version
 
-    p = argparse.ArgumentParser(prog="scsiam", description="Siamese graph clustering of single cells (scSiameseClu).")
+    p = argparse.ArgumentParser(
+        prog="scsiam", description="Siamese graph clustering of single cells (scSiameseClu)."
+    )
     p.add_argument("--version", action="version", version=f"scsiam {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("cluster", help="cluster an .h5ad or .h5mu file and write the results to a new file")
-    c.add_argument("input", help="input .h5ad (AnnData) or .h5mu (MuData: RNA, and proteins when present) with raw counts")
+    c.add_argument(
+        "input",
+        help="input .h5ad (AnnData) or .h5mu (MuData: RNA, and proteins when present) with raw counts",
+    )
     c.add_argument("-o", "--output", required=True, help="output file, of the input's kind (.h5ad or .h5mu)")
-    c.add_argument("--n-clusters", type=_n_clusters, default=None, help="number of clusters (default: estimated)")
+    c.add_argument(
+        "--n-clusters", type=_n_clusters, default=None, help="number of clusters (default: estimated)"
+    )
     c.add_argument("--layer", default=None, help="layer holding the counts (default: X)")
     c.add_argument("--batch-key", default=None, help="obs column of batches (a covariate of the gene branch)")
     c.add_argument(
         "--key-added", default="siamese",
         help="prefix of the keys written: obs['<key>_clusters'], obsm['X_<key>'], uns['<key>_clu'] (default: siamese)",
     )  # fmt: skip
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar (warnings about the data still show)")
+    c.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar (warnings about the data still show)"
+    )
     c.add_argument("--spatial-key", default=None, help="obsm key of spatial coordinates")
     c.add_argument(
         "--spatial-smoothing", type=int, default=0,
@@ -195,9 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     c.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     c.add_argument("--max-epochs", type=_max_epochs, default=None, help=EPOCHS_HELP)
-    c.add_argument("--labels-key", default=None, help="obs column of reference labels, used only to print ARI/NMI/ACC after fitting")
+    c.add_argument(
+        "--labels-key",
+        default=None,
+        help="obs column of reference labels, used only to print ARI/NMI/ACC after fitting",
+    )
     c.set_defaults(func=_cluster)
-    d = sub.add_parser("demo", help="cluster the shipped worm-neuron dataset and print ARI/NMI against PCA+KMeans")
+    d = sub.add_parser(
+        "demo", help="cluster the shipped worm-neuron dataset and print ARI/NMI against PCA+KMeans"
+    )
     d.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     d.add_argument("--max-epochs", type=_max_epochs, default=None, help=EPOCHS_HELP)
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -61,7 +61,11 @@ def check_signal(X, where: str = "adata.X") -> None:
         varying = A.max(axis=0) != A.min(axis=0) if A.size else np.zeros(n_vars, dtype=bool)
     n_varying = int(np.count_nonzero(varying))
     if n_varying < 2:
-        what = "every value is the same" if n_vars > 1 and n_varying == 0 else f"{n_varying} of {n_vars} gene(s) vary"
+        what = (
+            "every value is the same"
+            if n_vars > 1 and n_varying == 0
+            else f"{n_varying} of {n_vars} gene(s) vary"
+        )
         raise ValueError(
             f"{where} holds no signal to cluster: {what} across the {n_obs} cells (at least 2 varying genes are "
             "needed). Check that the right layer holds the counts (layer=...) and that the data were not "

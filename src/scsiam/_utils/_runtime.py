@@ -16,6 +16,7 @@ def keep_torch_threads(fn):
     training (measured: a training step 10-20x slower), and it overrides a user's
     ``torch.set_num_threads`` / ``OMP_NUM_THREADS``.
     """
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         import torch

@@ -88,7 +88,9 @@ def check_graph_weights(G, where: str) -> None:
             "similarities (e.g. scanpy's 'connectivities')."
         )
     if not data.size or not data.any():
-        raise ValueError(f"{where} has no edge of positive weight; compute a cell graph first (sc.pp.neighbors).")
+        raise ValueError(
+            f"{where} has no edge of positive weight; compute a cell graph first (sc.pp.neighbors)."
+        )
     if "distances" in where or data.max() > 1.0 + 1e-6 and np.median(data) > 1.0:
         warnings.warn(
             f"{where} looks like a graph of distances (large weights mean far apart), while scsiam reads edge "

@@ -103,7 +103,9 @@ def _protein_modality(mdata, protein_mod):
     if protein_mod == "auto":
         protein_mod = next((m for m in mdata.mod if m.lower() in PROTEIN_MODALITY_NAMES), None)
         if protein_mod is not None:
-            logger.info("Clustering RNA together with the %r modality (protein_mod=None for RNA alone).", protein_mod)
+            logger.info(
+                "Clustering RNA together with the %r modality (protein_mod=None for RNA alone).", protein_mod
+            )
     if protein_mod is not None and protein_mod not in mdata.mod:
         raise KeyError(f"protein_mod={protein_mod!r} is not a modality of the MuData ({list(mdata.mod)}).")
     return protein_mod

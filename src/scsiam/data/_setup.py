@@ -73,7 +73,9 @@ def validate_mudata(mdata, modalities, *, rna_layer=None, protein_layer=None, ba
         )
     for arg, mod in modalities.items():
         if mod is not None and mod not in mdata.mod:
-            raise KeyError(f"modalities[{arg!r}]={mod!r} is not a modality of the MuData ({list(mdata.mod)}).")
+            raise KeyError(
+                f"modalities[{arg!r}]={mod!r} is not a modality of the MuData ({list(mdata.mod)})."
+            )
     rna_mod, protein_mod = modalities["rna_layer"], modalities.get("protein_layer")
     protein_values = None
     if protein_mod is not None:
@@ -153,7 +155,11 @@ def mudata_fields(modalities, *, rna_layer, protein_layer, batch_key, graph_key)
     """scvi-tools fields of a MuData set-up (``modalities`` as scvi's modalities attribute dict)."""
     fields = [
         MuDataLayerField(
-            REGISTRY_KEYS.X_KEY, rna_layer, mod_key=modalities.rna_layer, is_count_data=False, mod_required=True
+            REGISTRY_KEYS.X_KEY,
+            rna_layer,
+            mod_key=modalities.rna_layer,
+            is_count_data=False,
+            mod_required=True,
         ),
         MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=modalities.batch_key),
         MuDataObspField(SIAM_REGISTRY_KEYS.GRAPH_KEY, graph_key, mod_key=None),

@@ -100,12 +100,16 @@ class GraphDataSplitter(pl.LightningDataModule):
         mine = order[rank::world]
         for start in range(0, mine.numel(), self.batch_size):
             seeds = mine[start : start + self.batch_size]
-            nodes = sample_subgraph(self.graph, seeds, num_hops=self.num_hops, fanout=self.fanout, generator=gen)
+            nodes = sample_subgraph(
+                self.graph, seeds, num_hops=self.num_hops, fanout=self.fanout, generator=gen
+            )
             yield make_batch(self.source, self.graph, self.ppr, nodes, seeds.numel())
 
     def inference_batches(self, indices: np.ndarray | None = None, batch_size: int | None = None):
         """Deterministic batches over ``indices`` (all cells by default), full neighbourhoods."""
-        idx = torch.arange(self.source.n_obs) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+        idx = (
+            torch.arange(self.source.n_obs) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+        )
         bs = int(batch_size or max(self.batch_size, 512))
         for start in range(0, idx.numel(), bs):
             seeds = idx[start : start + bs]

@@ -58,7 +58,9 @@ class RegisteredDataMixin:
         args = self.registry_["setup_args"]
         spatial_key = args.get("spatial_key")
         if spatial_key is None:
-            raise ValueError("The model was set up without spatial coordinates (setup_anndata(spatial_key=...)).")
+            raise ValueError(
+                "The model was set up without spatial coordinates (setup_anndata(spatial_key=...))."
+            )
         if resolve_graph_mode(args.get("graph_mode"), True) == "spatial":
             return sp.csr_matrix(self.adata_manager.get_from_registry(SIAM_REGISTRY_KEYS.GRAPH_KEY))
         batch_key = args.get("batch_key")
@@ -147,7 +149,6 @@ class RegisteredDataMixin:
             rna_mod = (self.registry_["setup_args"].get("modalities") or {}).get("rna_layer")
             adata = adata.mod[rna_mod] if rna_mod in getattr(adata, "mod", {}) else adata
         check_gene_names(training_genes(self.registry_), adata)
-
 
 
 def training_genes(registry: dict) -> np.ndarray:

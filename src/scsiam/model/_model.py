@@ -146,8 +146,11 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
     @classmethod
     def model_options(cls) -> set[str]:
         """Keyword arguments the constructor accepts (its own and :class:`~scsiam.module.SiameseModule`'s)."""
+        from ..module import ClusterHead
+
         own = _parameters(cls.__init__) - {"adata", "module_kwargs"}
-        return own | (_parameters(SiameseModule.__init__) - {"n_input", "n_batch", "n_protein", "target_sum"})
+        # the reserved set-up values (n_input, ...) stay accepted here: the constructor names them
+        return own | _parameters(SiameseModule.__init__) | (_parameters(ClusterHead.__init__) - {"n_latent", "k"})
 
     @classmethod
     def train_options(cls) -> set[str]:
@@ -322,7 +325,14 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
         )  # fmt: skip
         try:
             run_phase(
-                self, plan, splitter, args["max_epochs"] - n_pre, trainer_kwargs, ckpt, "cluster", args["progress"]
+                self,
+                plan,
+                splitter,
+                args["max_epochs"] - n_pre,
+                trainer_kwargs,
+                ckpt,
+                "cluster",
+                args["progress"],
             )
             self._choose_partition(start, seed, args["partition_choice"])
         except BaseException:
@@ -470,7 +480,9 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             Passed to :meth:`anndata.AnnData.write` when ``save_anndata`` is true.
         """
         if os.path.exists(dir_path) and not overwrite:
-            raise ValueError(f"{dir_path!r} already exists; pass overwrite=True to replace the model saved there.")
+            raise ValueError(
+                f"{dir_path!r} already exists; pass overwrite=True to replace the model saved there."
+            )
         os.makedirs(dir_path, exist_ok=True)
         kept = {name: getattr(self, name) for name in ("history_", "registry_", "init_params_")}
         self.history_ = saving.history_to_plain(kept["history_"])

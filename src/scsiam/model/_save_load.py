@@ -32,7 +32,9 @@ def history_to_plain(history):
     if not history:
         return history
     return {
-        k: {"__frame__": True, **v.astype(np.float64).to_dict(orient="split")} if isinstance(v, pd.DataFrame) else v
+        k: {"__frame__": True, **v.astype(np.float64).to_dict(orient="split")}
+        if isinstance(v, pd.DataFrame)
+        else v
         for k, v in history.items()
     }
 
@@ -100,7 +102,9 @@ def _check_archive(path: str, shown: str) -> None:
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise ValueError(f"{shown!r} is corrupt or truncated and cannot be read ({e}).") from e
     if bad is not None:
-        raise ValueError(f"{shown!r} is corrupt: its record {bad!r} fails the checksum. Save the model again.")
+        raise ValueError(
+            f"{shown!r} is corrupt: its record {bad!r} fails the checksum. Save the model again."
+        )
 
 
 def read_model_file(path: str, trusted: bool, shown: str | None = None) -> dict:
@@ -133,10 +137,14 @@ def check_saved(saved, cls_name: str, path: str) -> None:
     attrs = saved["attr_dict"]
     name = attrs.get("registry_", {}).get("model_name")
     if name != cls_name:
-        raise ValueError(f"{path!r} holds a {name!r} model, not a {cls_name}; load it with that class instead.")
+        raise ValueError(
+            f"{path!r} holds a {name!r} model, not a {cls_name}; load it with that class instead."
+        )
     digest = attrs.get("weights_sha256_")
     if digest is not None and digest != weights_digest(saved["model_state_dict"]):
-        raise ValueError(f"{path!r} is corrupt: its weights do not match the checksum stored when it was saved.")
+        raise ValueError(
+            f"{path!r} is corrupt: its weights do not match the checksum stored when it was saved."
+        )
     saved_version = str(attrs.get("scsiam_version_", "0.0.0"))
     if saved_version.split(".")[:1] != package_version().split(".")[:1]:
         raise ValueError(
@@ -146,7 +154,9 @@ def check_saved(saved, cls_name: str, path: str) -> None:
 
 
 @contextlib.contextmanager
-def checked_copy(dir_path: str, prefix: str | None, cls_name: str, trusted: bool, backup_url: str | None = None):
+def checked_copy(
+    dir_path: str, prefix: str | None, cls_name: str, trusted: bool, backup_url: str | None = None
+):
     """A private folder holding a checked copy of the saved model, for scvi-tools to load from.
 
     The model file is copied (or downloaded from ``backup_url`` when missing) into a private

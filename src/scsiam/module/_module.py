@@ -156,7 +156,9 @@ class SiameseModule(BaseModuleClass):
         # initialisation does not depend on it, and it is registered after the network
         head = ClusterHead(n_latent, n_clusters, **head_options)
         if int(n_layers) < 2:
-            raise ValueError(f"n_layers must be at least 2 (the input layer and one after it), got {n_layers}.")
+            raise ValueError(
+                f"n_layers must be at least 2 (the input layer and one after it), got {n_layers}."
+            )
         self.n_input, self.n_batch, self.n_latent = n_input, n_batch, n_latent
         self.likelihood = likelihood
         self.backbone, self.input_scale, self.kl_weight = backbone, input_scale, float(kl_weight)
@@ -185,7 +187,9 @@ class SiameseModule(BaseModuleClass):
             GeneEncoder(n_protein, n_latent, max(32, n_hidden // 4), 1, dropout) if n_protein > 0 else None
         )
         self.graph_encoder = (
-            GraphEncoder(n_input, n_latent, n_graph_hidden, graph_encoder, dropout) if self.use_graph else None
+            GraphEncoder(n_input, n_latent, n_graph_hidden, graph_encoder, dropout)
+            if self.use_graph
+            else None
         )
         self.fusion = Fusion(n_latent, fusion) if self.use_graph else None
         if self.likelihood == "gaussian":

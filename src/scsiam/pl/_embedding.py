@@ -65,7 +65,9 @@ def embedding(
     if len(colors) > 1:
         # one panel per colour, laid out by scanpy, with room for each legend between the panels
         if ax is None:
-            kwargs.setdefault("wspace", 0.15 + 0.25 * max(_legend_columns(_n_categories(view, c)) for c in colors))
+            kwargs.setdefault(
+                "wspace", 0.15 + 0.25 * max(_legend_columns(_n_categories(view, c)) for c in colors)
+            )
         else:
             raise ValueError("Several colours draw several panels; leave ax=None or pass one colour.")
         fig = sc.pl.embedding(view, basis=basis, color=colors, show=False, return_fig=True, **kwargs)

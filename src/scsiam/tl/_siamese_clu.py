@@ -159,7 +159,14 @@ def siamese_clu(
     _check_options(n_top_genes, key_added, spatial_smoothing, coords)
 
     work = inputs.working_copy(
-        data, X, batch=batch, graph=graph, graph_name=graph_name, coords=coords, protein=protein, n_top_genes=n_top_genes
+        data,
+        X,
+        batch=batch,
+        graph=graph,
+        graph_name=graph_name,
+        coords=coords,
+        protein=protein,
+        n_top_genes=n_top_genes,
     )
     with quiet_libraries():  # "Seed set to ...", squidpy's graph-building notes
         if random_state is not None:
@@ -209,8 +216,17 @@ def siamese_clu(
     if add_confidence:
         obs_new[f"{key_added}_confidence"] = q.max(1).astype(np.float32)
     obsm_new = {f"X_{key_added}": z.astype(np.float32), f"{key_added}_probabilities": q.astype(np.float32)}
-    write_atomically(out, obsm=obsm_new, obs=obs_new, uns={f"{key_added}_clu": {"params": params, "version": package_version()}})
-    added = [f"obsm[{k!r}]" for k in obsm_new] + [f"obs[{k!r}]" for k in obs_new] + [f"uns[{key_added + '_clu'!r}]"]
+    write_atomically(
+        out,
+        obsm=obsm_new,
+        obs=obs_new,
+        uns={f"{key_added}_clu": {"params": params, "version": package_version()}},
+    )
+    added = (
+        [f"obsm[{k!r}]" for k in obsm_new]
+        + [f"obs[{k!r}]" for k in obs_new]
+        + [f"uns[{key_added + '_clu'!r}]"]
+    )
     logg.info("    finished", time=start, deep="added\n    " + ",\n    ".join(added))
     if return_model:
         return (out, model) if copy else model
@@ -221,13 +237,17 @@ def _check_options(n_top_genes, key_added, spatial_smoothing, coords) -> None:
     if n_top_genes is not None and (
         not isinstance(n_top_genes, int | np.integer) or isinstance(n_top_genes, bool) or n_top_genes < 1
     ):
-        raise ValueError(f"n_top_genes must be a positive number of genes or None (all genes), got {n_top_genes!r}.")
+        raise ValueError(
+            f"n_top_genes must be a positive number of genes or None (all genes), got {n_top_genes!r}."
+        )
     if not isinstance(key_added, str) or not key_added:
         raise TypeError(f"key_added must be a non-empty string, got {key_added!r}.")
     if not isinstance(spatial_smoothing, int | np.integer) or isinstance(spatial_smoothing, bool):
         raise TypeError(f"spatial_smoothing must be an integer (steps), got {spatial_smoothing!r}.")
     if spatial_smoothing < 0:
-        raise ValueError(f"spatial_smoothing must be a non-negative integer (steps), got {spatial_smoothing!r}.")
+        raise ValueError(
+            f"spatial_smoothing must be a non-negative integer (steps), got {spatial_smoothing!r}."
+        )
     if spatial_smoothing and coords is None:
         raise ValueError("spatial_smoothing needs spatial coordinates: pass spatial_key (e.g. 'spatial').")
 

@@ -149,7 +149,9 @@ class PhaseCheckpoints:
                 with open(run_file) as f:
                     recorded = json.load(f)
             except (OSError, ValueError) as e:
-                raise ValueError(f"{run_file!r} is unreadable ({e}); pass an empty folder to start a new run.") from e
+                raise ValueError(
+                    f"{run_file!r} is unreadable ({e}); pass an empty folder to start a new run."
+                ) from e
             differ = sorted(k for k in fingerprint if k in recorded and recorded[k] != fingerprint[k])
             if differ:
                 raise ValueError(

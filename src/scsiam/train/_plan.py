@@ -144,7 +144,9 @@ class SiameseTrainingPlan(TrainingPlan):
             seen = (cur >= 0) & (self._prev >= 0)
             changed = float((cur[seen] != self._prev[seen]).mean()) if seen.any() else 1.0
             # under DDP every rank tracks its own share of cells: agree on the mean
-            changed = float(self.trainer.strategy.reduce(torch.tensor(changed, device=self.device), reduce_op="mean"))
+            changed = float(
+                self.trainer.strategy.reduce(torch.tensor(changed, device=self.device), reduce_op="mean")
+            )
             self.log("assignment_change", changed, on_epoch=True)
             if self.current_epoch + 1 >= self.ramp_epochs and changed < self.tol:
                 self.trainer.should_stop = True

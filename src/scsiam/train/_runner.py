@@ -34,7 +34,14 @@ class PhaseTrainRunner(TrainRunner):
 
 
 def run_phase(
-    model, plan, splitter, epochs: int, trainer_kwargs: dict, ckpt=None, phase: str | None = None, progress=None
+    model,
+    plan,
+    splitter,
+    epochs: int,
+    trainer_kwargs: dict,
+    ckpt=None,
+    phase: str | None = None,
+    progress=None,
 ):
     """Train ``plan`` on ``splitter`` for ``epochs`` epochs with the model's runner (checkpointed with ``ckpt``).
 
@@ -56,7 +63,9 @@ def run_phase(
         # not have) whenever checkpointing is on; the per-phase ModelCheckpoint is the one wanted
         from scvi.train import SaveCheckpoint
 
-        runner.trainer.callbacks[:] = [c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)]
+        runner.trainer.callbacks[:] = [
+            c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)
+        ]
     try:
         with quiet_internal_warnings(), quiet_libraries(), torch_threads_from_env():
             runner()

@@ -30,7 +30,9 @@ def resolve_schedule(n_obs, max_epochs, n_epochs_pretrain, batch_size, seed) -> 
         raise ValueError(f"max_epochs must be at least 2 (one per phase), got {max_epochs}.")
     n_pre = int(n_epochs_pretrain if n_epochs_pretrain is not None else max(1, max_epochs // 2))
     if not 1 <= n_pre < max_epochs:
-        raise ValueError(f"n_epochs_pretrain must lie in [1, max_epochs - 1], got {n_pre} (max_epochs={max_epochs}).")
+        raise ValueError(
+            f"n_epochs_pretrain must lie in [1, max_epochs - 1], got {n_pre} (max_epochs={max_epochs})."
+        )
     batch_size = int(batch_size if batch_size is not None else defaults["batch_size"])
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of cells, got {batch_size}.")
