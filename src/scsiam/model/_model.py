@@ -150,7 +150,11 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
 
         own = _parameters(cls.__init__) - {"adata", "module_kwargs"}
         # the reserved set-up values (n_input, ...) stay accepted here: the constructor names them
-        return own | _parameters(SiameseModule.__init__) | (_parameters(ClusterHead.__init__) - {"n_latent", "k"})
+        return (
+            own
+            | _parameters(SiameseModule.__init__)
+            | (_parameters(ClusterHead.__init__) - {"n_latent", "k"})
+        )
 
     @classmethod
     def train_options(cls) -> set[str]:
