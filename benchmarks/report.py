@@ -192,6 +192,40 @@ def write_markdown(df: pd.DataFrame, agg: pd.DataFrame, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ figure
+def method_colors(methods: list[str]) -> dict:
+    """One colour per method, distinct within and across families: scsiam's rows in reds and
+    oranges, its ablations and variants in greys and purples, peers in blues, greens and browns."""
+    import matplotlib.pyplot as plt
+
+    def family(m):
+        return METHODS[m].family if m in METHODS else "peer"
+
+    groups = {
+        "scsiam": plt.get_cmap("autumn"),
+        "ablation": plt.get_cmap("Greys"),
+        "variant": plt.get_cmap("Purples"),
+    }
+    # peers: tab20 without its reds, oranges, pinks, purples and greys (the hues of the other families)
+    peer_colors = [plt.get_cmap("tab20")(i) for i in (0, 4, 10, 18, 16, 1, 5, 11, 19, 17)]
+    out, counts = {}, {}
+    for m in methods:
+        f = family(m)
+        j = counts.get(f, 0)
+        counts[f] = j + 1
+        if f == "peer":
+            out[m] = peer_colors[j % len(peer_colors)]
+    for f, cmap in groups.items():
+        members = [m for m in methods if family(m) == f]
+        for j, m in enumerate(members):
+            # spread over the colour map's readable part; the first (the default) is the strongest
+            out[m] = (
+                cmap(0.0 + 0.8 * j / max(len(members), 1))
+                if f == "scsiam"
+                else cmap(0.35 + 0.55 * j / max(len(members), 1))
+            )
+    return out
+
+
 def plot_ari(agg: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -202,9 +236,7 @@ def plot_ari(agg: pd.DataFrame, path: Path) -> None:
         return
     files = _file_order(agg)
     methods = _method_order(agg["method"].unique())
-    n_m = len(methods)
-    cmap = plt.get_cmap("tab20" if n_m > 10 else "tab10")
-    colors = {m: cmap(j % cmap.N) for j, m in enumerate(methods)}
+    colors = method_colors(methods)
     table = agg.set_index(["file", "method"])
     present = {f: [m for m in methods if (f, m) in table.index] for f in files}
     width = 0.84 / max(len(v) for v in present.values())

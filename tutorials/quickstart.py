@@ -27,25 +27,15 @@
 # re-run it with `make tutorials`.
 
 # %%
-import logging
 import time
-import warnings
-
-warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
+from importlib.metadata import version
 
 import matplotlib.pyplot as plt
 import scanpy as sc
 
 import scsiam
 
-# quieter output: Lightning's start-up messages and two notices from torch's sparse tensors
-for name in ("lightning.pytorch", "lightning.fabric"):
-    logging.getLogger(name).setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message="Sparse (CSR tensor support|invariant checks)")
-warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-warnings.filterwarnings("ignore", category=FutureWarning)
-sc.settings.verbosity = 1
-print("scsiam", scsiam.__version__, "| scanpy", sc.__version__)
+print("scsiam", version("scsiam"), "| scanpy", version("scanpy"))
 
 # %% [markdown]
 # ## Load the data

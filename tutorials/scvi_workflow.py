@@ -27,9 +27,8 @@
 # The notebook is generated from `tutorials/scvi_workflow.py`; re-run it with `make tutorials`.
 
 # %%
-import logging
 import tempfile
-import warnings
+from importlib.metadata import version
 
 import numpy as np
 import scvi
@@ -37,14 +36,8 @@ import scvi
 import scsiam
 from scsiam import SiameseCluModel
 
-for name in ("lightning.pytorch", "lightning.fabric", "scvi"):
-    logging.getLogger(name).setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message="Sparse (CSR tensor support|invariant checks)")
-warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-warnings.filterwarnings("ignore", message="IProgress not found")
-warnings.filterwarnings("ignore", category=FutureWarning)
 scvi.settings.seed = 0
-print("scsiam", scsiam.__version__, "| scvi-tools", scvi.__version__)
+print("scsiam", version("scsiam"), "| scvi-tools", version("scvi-tools"))
 
 # %% [markdown]
 # ## Data: a training set and held-out cells

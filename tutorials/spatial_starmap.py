@@ -26,21 +26,13 @@
 # The notebook is generated from `tutorials/spatial_starmap.py`; re-run it with `make tutorials`.
 
 # %%
-import logging
-import warnings
+from importlib.metadata import version
 
 import matplotlib.pyplot as plt
-import squidpy as sq
 
 import scsiam
 
-for name in ("lightning.pytorch", "lightning.fabric"):
-    logging.getLogger(name).setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message="Sparse (CSR tensor support|invariant checks)")
-warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-warnings.filterwarnings("ignore", message="IProgress not found")
-warnings.filterwarnings("ignore", category=FutureWarning)
-print("scsiam", scsiam.__version__, "| squidpy", sq.__version__)
+print("scsiam", version("scsiam"), "| squidpy", version("squidpy"))
 
 # %%
 adata = scsiam.datasets.starmap_mpfc()
@@ -106,6 +98,12 @@ scsiam.tl.siamese_clu(
 scsiam.metrics.evaluate(reference["domain"], adata.obs["smooth_clusters"])
 
 # %% [markdown]
+# Against the annotated layers (ARI, this seed): the expression graph alone about 0.31, the
+# spatial graph 0.41, and the smoothed read-out 0.62. The spatial graph is what turns cell
+# types into layers. A plain Leiden clustering of the summed expression and spatial kNN graphs,
+# searched to give four clusters, reaches 0.79 on this slice (the benchmarks page, seeds 0–2),
+# so on STARmap scsiam does not yet beat the simplest spatial peer.
+#
 # ## Domains on the tissue
 #
 # {func}`scsiam.pl.spatial` draws through squidpy on a private copy, so `adata` is not changed.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import warnings
 from typing import TYPE_CHECKING
 
 from ._utils._runtime import package_version
@@ -22,15 +24,26 @@ def __getattr__(name: str):
     # Submodules load on first use (PEP 562): they import torch, scanpy and scvi-tools, which
     # take seconds, and the command line's `--help` / `--version` need none of them.
     if name in _SUBMODULES:
-        module = importlib.import_module(f".{name}", __name__)
+        with _quiet_imports():
+            module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
         return module
     if name == "SiameseCluModel":
-        from .model import SiameseCluModel
+        with _quiet_imports():
+            from .model import SiameseCluModel
 
         globals()[name] = SiameseCluModel
         return SiameseCluModel
     raise AttributeError(f"module 'scsiam' has no attribute {name!r}")
+
+
+@contextlib.contextmanager
+def _quiet_imports():
+    """Imports of the dependencies without tqdm's "IProgress not found" notice (tqdm.auto in a
+    notebook without ipywidgets, raised when scvi-tools is imported; the text bar still works)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        yield
 
 
 def __dir__():

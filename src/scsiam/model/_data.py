@@ -17,6 +17,7 @@ from .._utils import (
     get_layer,
     in_memory,
     quiet_internal_warnings,
+    quiet_libraries,
     restored_on_error,
 )
 from ..data import _setup as setup
@@ -106,7 +107,8 @@ class RegisteredDataMixin:
             adata = adata.copy()
         if adata is None or adata is self.adata:
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-        with restored_on_error(adata):
+        # quiet: scvi-tools' "Input AnnData not setup with scvi-tools. attempting to transfer" notes
+        with restored_on_error(adata), quiet_libraries():
             if self.get_anndata_manager(adata) is None:
                 self._prepare_new_adata(adata)
             else:

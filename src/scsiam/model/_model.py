@@ -25,6 +25,7 @@ from .._utils import (
     in_memory,
     is_count_matrix,
     package_version,
+    quiet_libraries,
     restored_on_error,
 )
 from ..dataloaders import GraphDataSplitter
@@ -542,7 +543,8 @@ class SiameseCluModel(SetupMixin, RegisteredDataMixin, UnsupervisedTrainingMixin
             if isinstance(adata, AnnData):
                 # before scvi sets the data up, which would store a cell graph in it first
                 check_gene_names(training_genes(saved["attr_dict"]["registry_"]), adata)
-            with restored_on_error(adata):
+            # quiet: scvi-tools' note that the (private, checked) file was "already downloaded"
+            with restored_on_error(adata), quiet_libraries():
                 model = super().load(
                     private_dir, adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
                 )

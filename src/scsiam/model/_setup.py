@@ -7,7 +7,7 @@ from scvi.data import AnnDataManager
 from scvi.utils import setup_anndata_dsp
 
 from .._constants import DEFAULT_GRAPH_KEY
-from .._utils import check_not_view, reject_unknown, restored_on_error
+from .._utils import check_not_view, quiet_libraries, reject_unknown, restored_on_error
 from ..data import _setup as setup
 
 
@@ -171,5 +171,6 @@ class SetupMixin:
     @classmethod
     def _register(cls, data, fields, setup_method_args, kwargs) -> None:
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(data, **kwargs)
+        with quiet_libraries():  # scvi-tools' "Generating sequential column names" notes
+            adata_manager.register_fields(data, **kwargs)
         cls.register_manager(adata_manager)

@@ -132,7 +132,9 @@ def siamese_clu(
     ``uns[f"{key_added}_clu"]``
         ``"params"``: parameters of the run, including the number of clusters used
         (``n_clusters``) and the number holding cells at the end (``n_clusters_found``; a warning
-        says when it is smaller), and with ``n_clusters=None`` the estimate (``"auto_k"``);
+        says when it is smaller), with ``n_clusters=None`` the estimate (``"auto_k"``), and
+        with ``train_kwargs={"partition_choice": "modularity"}`` both partitions' check scores
+        (``"partition_check"``);
         ``"version"``: the scsiam version.
 
     Nothing else is written: set-up and training run on a private working copy.
@@ -206,8 +208,8 @@ def siamese_clu(
     params.update({name: v for name, v in optional.items() if v is not None})
     if model.auto_k_ is not None:
         params["auto_k"] = {kk: v for kk, v in model.auto_k_.items() if v is not None}
-    if model.partition_check_ is not None:
-        params["partition_check"] = dict(model.partition_check_)
+    if model.partition_check_ is not None and model.partition_check_.get("rule") != "final":
+        params["partition_check"] = dict(model.partition_check_)  # only when a check was asked for
     if not is_main_process():  # under DDP only rank 0 writes results
         return model if return_model else None
     # everything is computed: write the documented keys now, all or nothing

@@ -75,14 +75,14 @@ def _tqdm():
     """tqdm's notebook bar where Jupyter can draw it (ipywidgets installed), else the text bar.
 
     ``tqdm.auto`` picks the notebook bar in any kernel and, without ipywidgets, warns
-    "IProgress not found" on every call.
+    "IProgress not found".
     """
     import importlib.util
 
-    from tqdm.auto import tqdm as auto
+    if importlib.util.find_spec("ipywidgets") is None:
+        from tqdm.std import tqdm
 
-    if auto.__module__.startswith("tqdm.notebook") and importlib.util.find_spec("ipywidgets") is None:
-        from tqdm.std import tqdm as text
+        return tqdm
+    from tqdm.auto import tqdm
 
-        return text
-    return auto
+    return tqdm
