@@ -322,12 +322,12 @@ def test_legends_of_30_clusters_stay_beside_their_panel():
 def test_training_history_leaves_out_the_clustering_loss_before_clustering():
     history = {
         "train_loss": np.linspace(3, 1, 6),
-        "loss_cluster": np.array([0, 0, 0, 0.5, 0.4, 0.3]),
-        "loss_kl": np.zeros(6),  # an autoencoder's: nothing to draw
+        "loss_cluster_train": np.array([0, 0, 0, 0.5, 0.4, 0.3]),  # as scvi-tools names it
+        "loss_kl_train": np.zeros(6),  # an autoencoder's: nothing to draw
         "cluster_weight": np.array([0, 0, 0, 0.5, 1, 1]),
     }
     ax = scsiam.pl.training_history(history, show=False)
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert "loss_kl" not in lines
-    y = np.asarray(lines["loss_cluster"].get_ydata(), dtype=float)
+    y = np.asarray(lines["loss_cluster"].get_ydata(), dtype=float)  # drawn without the suffix
     assert np.isnan(y[:3]).all() and np.isfinite(y[3:]).all()

@@ -166,7 +166,7 @@ def _embedding_panel(fig, ax_emb, xy, conf, measure: str, label: str, k: int, em
     ax_emb.set_yticks([])
     if emb_name.startswith("spatial"):
         # tissue coordinates as squidpy (and scsiam.pl.spatial) draw them: image rows grow downwards
-        ax_emb.set_aspect("equal", adjustable="box")
+        ax_emb.set_aspect("equal", adjustable="datalim")  # the colour bar stays next to the axes
         ax_emb.invert_yaxis()
     ax_emb.set_xlabel(f"{emb_name} 1")
     ax_emb.set_ylabel(f"{emb_name} 2")

@@ -50,7 +50,7 @@ def training_history(
         # epochs as recorded (keys logged only while clustering start later), counted from 1
         index = getattr(history[k], "index", None)
         epochs = np.asarray(index, dtype=float) + 1 if index is not None else np.arange(1, len(vals) + 1)
-        if k == "loss_cluster" and weight is not None and len(weight) == len(vals):
+        if k.removesuffix("_train") == "loss_cluster" and weight is not None and len(weight) == len(vals):
             vals = np.where(weight > 0, vals, np.nan)  # logged as 0 before the clustering phase
         ax.plot(epochs, vals, label=k.removesuffix("_train"))
     if "cluster_weight" in history:
