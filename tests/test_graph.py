@@ -259,28 +259,3 @@ def test_tl_refuses_missing_batch_labels(starmap_full):
     with pytest.raises(ValueError, match=r"obs\['slice'\] \(batch_key\) is missing for 30 cells"):
         scsiam.tl.siamese_clu(adata, n_clusters=2, batch_key="slice", spatial_key="spatial", **TL_KW)
     assert_unchanged(adata, snap)
-
-
-def test_expression_graph_searches_exactly_up_to_its_limit(monkeypatch):
-    """Above 4,096 cells scanpy would search approximately (pynndescent, whose numba code costs about
-    a minute to compile in each new process); up to EXACT_KNN_MAX_CELLS the search is exact."""
-    import scanpy as sc
-
-    from scsiam.data import _knn as K
-
-    seen = []
-    real = sc.pp.neighbors
-
-    def spy(adata, *args, **kwargs):
-        seen.append(kwargs.get("transformer"))
-        return real(adata, *args, **kwargs)
-
-    monkeypatch.setattr(sc.pp, "neighbors", spy)
-    rng = np.random.default_rng(0)
-    n = 4200
-    X = sp.csr_matrix(
-        rng.poisson(rng.gamma(2.0, 1.0, size=(6, 60))[rng.integers(0, 6, n)]).astype(np.float32)
-    )
-    A = K.expression_knn_graph(X, n_pcs=10, n_neighbors=5)
-    assert seen == ["sklearn"] and A.shape == (n, n) and (A != A.T).nnz == 0
-    assert K.knn_transformer(K.EXACT_KNN_MAX_CELLS + 1) is None  # scanpy's own choice above the limit

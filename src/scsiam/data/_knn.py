@@ -66,8 +66,7 @@ def expression_knn_graph(
     """Build a symmetric kNN graph of cells from their expression, without labels.
 
     Counts are normalised to the median library size and log-transformed; then PCA and
-    :func:`scanpy.pp.neighbors` (UMAP connectivities) are computed on a private AnnData. The
-    neighbour search is exact up to ``EXACT_KNN_MAX_CELLS`` cells, approximate (pynndescent) above.
+    :func:`scanpy.pp.neighbors` (UMAP connectivities) are computed on a private AnnData.
 
     Parameters
     ----------
@@ -86,27 +85,8 @@ def expression_knn_graph(
 
     tmp = _log_pca(X, is_counts=is_counts, n_pcs=n_pcs, random_state=random_state)
     k = int(max(2, min(n_neighbors, X.shape[0] - 1)))
-    sc.pp.neighbors(
-        tmp,
-        n_neighbors=k,
-        use_rep="X_pca",
-        random_state=random_state,
-        transformer=knn_transformer(X.shape[0]),
-    )
+    sc.pp.neighbors(tmp, n_neighbors=k, use_rep="X_pca", random_state=random_state)
     return symmetrize(tmp.obsp["connectivities"])
-
-
-# Up to this many cells the expression graph's neighbours are searched exactly (scikit-learn).
-# scanpy switches to pynndescent above 4,096 cells, whose numba code compiles on first use in a
-# process: 61 s of the first search on 10,000 cells here, against 16 s for the exact search
-# (2.8 s and 0.5 s when compiled; `docs/benchmarks.md`, Scaling). Exact search grows with the
-# square of the cells, so larger data keep pynndescent.
-EXACT_KNN_MAX_CELLS = 50_000
-
-
-def knn_transformer(n_obs: int) -> str | None:
-    """``transformer`` for :func:`scanpy.pp.neighbors`: exact below ``EXACT_KNN_MAX_CELLS``, else scanpy's choice."""
-    return "sklearn" if n_obs <= EXACT_KNN_MAX_CELLS else None
 
 
 @keep_torch_threads
