@@ -200,29 +200,23 @@ def method_colors(methods: list[str]) -> dict:
     def family(m):
         return METHODS[m].family if m in METHODS else "peer"
 
-    groups = {
-        "scsiam": plt.get_cmap("autumn"),
-        "ablation": plt.get_cmap("Greys"),
-        "variant": plt.get_cmap("Purples"),
+    # family -> (colour map, the part of it used); peers from tab20 without its reds, oranges,
+    # pinks, purples and greys (the hues of the other families)
+    ramps = {
+        "scsiam": ("autumn", 0.0, 0.8),
+        "ablation": ("Greys", 0.35, 0.55),
+        "variant": ("Purples", 0.35, 0.55),
     }
-    # peers: tab20 without its reds, oranges, pinks, purples and greys (the hues of the other families)
     peer_colors = [plt.get_cmap("tab20")(i) for i in (0, 4, 10, 18, 16, 1, 5, 11, 19, 17)]
-    out, counts = {}, {}
-    for m in methods:
-        f = family(m)
-        j = counts.get(f, 0)
-        counts[f] = j + 1
-        if f == "peer":
-            out[m] = peer_colors[j % len(peer_colors)]
-    for f, cmap in groups.items():
+    out = {}
+    for f in ("peer", *ramps):
         members = [m for m in methods if family(m) == f]
         for j, m in enumerate(members):
-            # spread over the colour map's readable part; the first (the default) is the strongest
-            out[m] = (
-                cmap(0.0 + 0.8 * j / max(len(members), 1))
-                if f == "scsiam"
-                else cmap(0.35 + 0.55 * j / max(len(members), 1))
-            )
+            if f == "peer":
+                out[m] = peer_colors[j % len(peer_colors)]
+            else:  # spread over the ramp; the first (the default) is the strongest
+                name, start, span = ramps[f]
+                out[m] = plt.get_cmap(name)(start + span * j / len(members))
     return out
 
 

@@ -50,7 +50,7 @@ def test_model_returns_the_partition_with_higher_modularity(monkeypatch, start_w
         out["modularity"] = (1.0 if start_wins else 0.0) if len(seen) == 1 else 0.5
         return out, labels
 
-    monkeypatch.setattr("scsiam.model._model.partition_scores", scores)
+    monkeypatch.setattr("scsiam.model._training.partition_scores", scores)
     model.train(**TRAIN_KW, partition_choice="modularity")
     check = model.partition_check_
     assert check["chosen"] == ("start" if start_wins else "final")

@@ -96,15 +96,14 @@ def _write_atomically(adata, output: str) -> None:
     """
     import tempfile
 
+    from scsiam.data._inputs import is_mudata
+
     folder = os.path.dirname(os.path.abspath(output))
-    is_mudata = type(adata).__name__ == "MuData"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".scsiam-", suffix=".h5mu" if is_mudata else ".h5ad")
+    mudata = is_mudata(adata)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".scsiam-", suffix=".h5mu" if mudata else ".h5ad")
     os.close(fd)
     try:
-        if is_mudata:
-            adata.write_h5mu(tmp)
-        else:
-            adata.write_h5ad(tmp)
+        (adata.write_h5mu if mudata else adata.write_h5ad)(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         umask = os.umask(0)

@@ -62,6 +62,8 @@ INTERNAL_WARNINGS = (
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
     # resuming from checkpoint_dir reuses the folder on purpose (its checkpoints are checked first)
     (Warning, r"Checkpoint directory .* exists and is not empty"),
+    # tqdm.auto in a notebook without ipywidgets, when scvi-tools is imported (the text bar works)
+    (Warning, r"IProgress not found"),
 )
 
 
@@ -115,10 +117,9 @@ LIBRARY_LOGGERS = (
 
 def _library_loggers():
     import logging
-
-    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
     import sys
 
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
     if "squidpy" in sys.modules:  # squidpy logs through spatialdata's logger, with colour codes
         with contextlib.suppress(ImportError):
             from spatialdata._logging import logger as spatialdata_logger

@@ -222,9 +222,8 @@ def spatial_knn_graph(
                 f"neighbours within it; pass n_neighs below {int(sizes.min())} or drop that slice."
             )
         kw["library_key"] = "library"
-    knn = getattr(
-        sq.gr, "spatial_neighbors_knn", None
-    )  # squidpy >= 1.8; spatial_neighbors is deprecated there
+    # squidpy >= 1.8; spatial_neighbors is deprecated there
+    knn = getattr(sq.gr, "spatial_neighbors_knn", None)
     with quiet_libraries():  # squidpy's "Creating graph using ..." note, printed on stdout
         if knn is not None:
             knn(tmp, spatial_key="spatial", n_neighs=n_neighs, **kw)

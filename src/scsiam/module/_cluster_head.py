@@ -325,3 +325,48 @@ def _mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
         torch.distributed.all_reduce(t)
         t = t / torch.distributed.get_world_size()
     return t
+
+
+class ClusterHeadAccess:
+    """The clustering head's interface on the network that owns it as ``self.cluster_head``."""
+
+    @property
+    def n_clusters(self) -> int:
+        return self.cluster_head.n_clusters
+
+    @property
+    def centers(self) -> nn.Parameter:
+        """The cluster centres (``k × d``) of :attr:`cluster_head`."""
+        return self.cluster_head.centers
+
+    @property
+    def clustering_head(self) -> str:
+        return self.cluster_head.clustering_head
+
+    @property
+    def center_update(self) -> str:
+        return self.cluster_head.center_update
+
+    def init_centers(self, centers: torch.Tensor, z: torch.Tensor | None = None) -> None:
+        """Set (and resize) the cluster centres; see :meth:`~scsiam.module.ClusterHead.init_centers`."""
+        self.cluster_head.init_centers(centers, z)
+
+    def log_q(self, z: torch.Tensor) -> torch.Tensor:
+        """Log soft assignments of embeddings ``z`` to the current clusters."""
+        return self.cluster_head.log_q(z)
+
+    def set_phase(self, phase: str) -> None:
+        """Freeze the cluster-head parameters a phase does not use (needed by DDP, harmless otherwise)."""
+        self.cluster_head.set_phase(phase)
+
+    def set_bank_limit(self, n_obs: int, batch_size: int) -> None:
+        """Bound the OT memory by the data size; see :meth:`~scsiam.module.ClusterHead.set_bank_limit`."""
+        self.cluster_head.set_bank_limit(n_obs, batch_size)
+
+    def update_centers(self) -> None:
+        """The ``"ema"`` centre step; see :meth:`~scsiam.module.ClusterHead.update_centers`."""
+        self.cluster_head.update_centers()
+
+    def reseed_empty_centers(self, counts: torch.Tensor) -> torch.Tensor:
+        """Move empty clusters' centres; see :meth:`~scsiam.module.ClusterHead.reseed_empty_centers`."""
+        return self.cluster_head.reseed_empty_centers(counts)

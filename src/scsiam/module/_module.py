@@ -14,7 +14,7 @@ from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput
 from scvi.nn import DecoderSCVI, FCLayers
 
-from ._cluster_head import STATE_KEYS, ClusterHead
+from ._cluster_head import STATE_KEYS, ClusterHead, ClusterHeadAccess
 from ._components import (
     Fusion,
     GeneEncoder,
@@ -33,7 +33,7 @@ LIKELIHOODS = ("nb", "zinb", "gaussian")
 BACKBONES = ("ae", "vae")
 
 
-class SiameseModule(BaseModuleClass):
+class SiameseModule(ClusterHeadAccess, BaseModuleClass):
     """scSiameseClu network (see the "How it works" page of the documentation): every option of the method is a constructor argument.
 
     Parameters
@@ -207,48 +207,6 @@ class SiameseModule(BaseModuleClass):
             if n_protein > 0
             else None
         )
-
-    # ----------------------------------------------------------------------------- clusters
-    @property
-    def n_clusters(self) -> int:
-        return self.cluster_head.n_clusters
-
-    @property
-    def centers(self) -> nn.Parameter:
-        """The cluster centres (``k × d``) of :attr:`cluster_head`."""
-        return self.cluster_head.centers
-
-    @property
-    def clustering_head(self) -> str:
-        return self.cluster_head.clustering_head
-
-    @property
-    def center_update(self) -> str:
-        return self.cluster_head.center_update
-
-    def init_centers(self, centers: torch.Tensor, z: torch.Tensor | None = None) -> None:
-        """Set (and resize) the cluster centres; see :meth:`~scsiam.module.ClusterHead.init_centers`."""
-        self.cluster_head.init_centers(centers, z)
-
-    def log_q(self, z: torch.Tensor) -> torch.Tensor:
-        """Log soft assignments of embeddings ``z`` to the current clusters."""
-        return self.cluster_head.log_q(z)
-
-    def set_phase(self, phase: str) -> None:
-        """Freeze the cluster-head parameters a phase does not use (needed by DDP, harmless otherwise)."""
-        self.cluster_head.set_phase(phase)
-
-    def set_bank_limit(self, n_obs: int, batch_size: int) -> None:
-        """Bound the OT memory by the data size; see :meth:`~scsiam.module.ClusterHead.set_bank_limit`."""
-        self.cluster_head.set_bank_limit(n_obs, batch_size)
-
-    def update_centers(self) -> None:
-        """The ``"ema"`` centre step; see :meth:`~scsiam.module.ClusterHead.update_centers`."""
-        self.cluster_head.update_centers()
-
-    def reseed_empty_centers(self, counts: torch.Tensor) -> torch.Tensor:
-        """Move empty clusters' centres; see :meth:`~scsiam.module.ClusterHead.reseed_empty_centers`."""
-        return self.cluster_head.reseed_empty_centers(counts)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

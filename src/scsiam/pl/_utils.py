@@ -28,9 +28,10 @@ def _stored_umap(adata, key_added: str):
     own = f"X_{key_added}_umap"
     if own in adata.obsm:
         return _obsm_2d(adata, own), own
-    uns = getattr(adata, "uns", {})
-    params = (uns.get("neighbors") or {}).get("params", {}) if isinstance(uns.get("neighbors"), dict) else {}
-    if "X_umap" in adata.obsm and "umap" in uns and params.get("use_rep") == f"X_{key_added}":
+    uns = adata.uns
+    neighbors = uns.get("neighbors")
+    use_rep = neighbors.get("params", {}).get("use_rep") if isinstance(neighbors, dict) else None
+    if "X_umap" in adata.obsm and "umap" in uns and use_rep == f"X_{key_added}":
         return _obsm_2d(adata, "X_umap"), "X_umap"
     return None
 

@@ -54,26 +54,26 @@ def run_phase(
     checkpointed = ckpt is not None and ckpt.dir is not None
     if checkpointed:
         trainer_kwargs.update(ckpt.trainer_kwargs(phase, trainer_kwargs.get("callbacks")))
-    with quiet_libraries():
+    # one block: scvi-tools' Trainer prints its device notes when built, Lightning when it runs
+    with quiet_internal_warnings(), quiet_libraries(), torch_threads_from_env():
         runner = model._train_runner_cls(
             model, training_plan=plan, data_splitter=splitter, max_epochs=epochs, **trainer_kwargs
         )
-    if checkpointed:
-        # scvi's Trainer adds its own SaveCheckpoint (monitoring a validation loss this model does
-        # not have) whenever checkpointing is on; the per-phase ModelCheckpoint is the one wanted
-        from scvi.train import SaveCheckpoint
+        if checkpointed:
+            # scvi's Trainer adds its own SaveCheckpoint (monitoring a validation loss this model does
+            # not have) whenever checkpointing is on; the per-phase ModelCheckpoint is the one wanted
+            from scvi.train import SaveCheckpoint
 
-        runner.trainer.callbacks[:] = [
-            c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)
-        ]
-    try:
-        with quiet_internal_warnings(), quiet_libraries(), torch_threads_from_env():
+            runner.trainer.callbacks[:] = [
+                c for c in runner.trainer.callbacks if not isinstance(c, SaveCheckpoint)
+            ]
+        try:
             runner()
-    except SystemExit as e:
-        # Lightning turns Ctrl-C into sys.exit(1) after a graceful stop; give callers the interrupt back
-        if getattr(runner.trainer, "interrupted", False):
-            raise KeyboardInterrupt from e
-        raise
+        except SystemExit as e:
+            # Lightning turns Ctrl-C into sys.exit(1) after a graceful stop; give callers the interrupt back
+            if getattr(runner.trainer, "interrupted", False):
+                raise KeyboardInterrupt from e
+            raise
 
 
 def show_progress(progress_bar: bool | None) -> bool:
