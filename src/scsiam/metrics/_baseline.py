@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 
 def pca_kmeans(adata, k: int, seed: int = 0, *, scale: bool = True, n_top_genes: int = 2000, n_pcs: int = 50):
@@ -27,6 +28,8 @@ def pca_kmeans(adata, k: int, seed: int = 0, *, scale: bool = True, n_top_genes:
         sc.pp.highly_variable_genes(a, n_top_genes=n_top_genes, flavor="seurat")
         a = a[:, a.var["highly_variable"].to_numpy()].copy()
     if scale:
+        if sp.issparse(a.X):  # scaling zero-centres, which densifies anyway (scanpy would warn)
+            a.X = a.X.toarray()
         sc.pp.scale(a, max_value=10)
     sc.pp.pca(a, n_comps=min(n_pcs, a.n_vars - 1, a.n_obs - 1), random_state=seed)
     km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(a.obsm["X_pca"])
